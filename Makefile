@@ -1,0 +1,67 @@
+# loyaltysms — `make run` to start it, `make test` to test it. Nothing else needs installing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fmt stop status migrate seed lock clean
+
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	@touch $(STAMP)
+
+## run: set up (virtualenv, dependencies, migrations, demo data) and serve on http://localhost:$${PORT:-8000}
+run: $(STAMP)
+	$(PY) manage.py serve
+
+## test: set up the same way, lint, and run the whole test suite
+test: $(STAMP) lint
+	$(PY) -m loyaltysms.embedded run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## stop: stop the embedded PostgreSQL and Redis (make run stops them on exit)
+stop: $(STAMP)
+	$(PY) -m loyaltysms.embedded stop
+
+status: $(STAMP)
+	$(PY) -m loyaltysms.embedded status
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate
+
+seed: $(STAMP)
+	$(PY) manage.py seed_demo
+
+# Prints pyproject's runtime dependencies, or an optional group's.
+define DEPS
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+group = sys.argv[1]
+print("\n".join(project["dependencies"] if group == "dependencies" else project["optional-dependencies"][group]))
+endef
+export DEPS
+
+## lock: re-pin requirements*.lock from pyproject.toml in a clean virtualenv
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/python -c "$$DEPS" dependencies > .lock-venv/runtime.txt
+	.lock-venv/bin/python -c "$$DEPS" dev > .lock-venv/dev.txt
+	.lock-venv/bin/pip install --quiet -r .lock-venv/runtime.txt
+	.lock-venv/bin/pip freeze > requirements.lock
+	.lock-venv/bin/pip install --quiet -r .lock-venv/dev.txt
+	( echo "-r requirements.lock"; .lock-venv/bin/pip freeze | grep -vxFf requirements.lock ) > requirements-dev.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis staticfiles

@@ -1,0 +1,23 @@
+from django.conf import settings
+from django.core.mail import send_mail
+
+from loyaltysms.models import Invitation, Tenant
+from loyaltysms.tenancy.tasks import tenant_task
+
+
+@tenant_task()
+def send_invitation_email(tenant: Tenant, invitation_id: int, accept_url: str) -> None:
+    invitation = Invitation.objects.filter(pk=invitation_id).select_related("invited_by").first()
+    if invitation is None or invitation.accepted_at or invitation.revoked_at:
+        return
+    inviter = invitation.invited_by.email if invitation.invited_by else "A teammate"
+    send_mail(
+        subject=f"You're invited to {tenant.name} on loyaltysms",
+        message=(
+            f"{inviter} invited you to join {tenant.name} as {invitation.get_role_display()}.\n\n"
+            f"Accept: {accept_url}\n\nThe link works once and expires on "
+            f"{invitation.expires_at:%Y-%m-%d}."
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[invitation.email],
+    )

@@ -1,0 +1,46 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from loyaltysms import apis, errors, health, views
+
+api_v1 = [
+    path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("switch-tenant/", views.switch_tenant, name="switch_tenant"),
+    path("settings/api-keys/", views.api_keys, name="settings_api_keys"),
+    path("settings/api-keys/<int:api_key_id>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+    path("settings/team/", views.team, name="settings_team"),
+    path("settings/team/<int:membership_id>/role/", views.member_role, name="member_role"),
+    path("settings/team/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
+    path(
+        "settings/invitations/<int:invitation_id>/revoke/",
+        views.invitation_revoke,
+        name="invitation_revoke",
+    ),
+    path("settings/activity/", views.activity, name="settings_activity"),
+    path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    path("healthz", health.healthz, name="healthz"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api_schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api_schema", permission_classes=[]),
+        name="api_docs",
+    ),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="api_schema", permission_classes=[]),
+        name="api_redoc",
+    ),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = errors.not_found
+handler500 = errors.server_error

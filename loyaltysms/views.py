@@ -1,0 +1,245 @@
+"""The dashboard shell: sign-in, brand switcher, home, and settings (API keys, team, activity)."""
+
+from __future__ import annotations
+
+import functools
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from loyaltysms import forms, selectors, services
+from loyaltysms.models import Role, User
+from loyaltysms.tasks import send_invitation_email
+from loyaltysms.tenancy.middleware import SESSION_TENANT_KEY
+from loyaltysms.tenancy.tasks import enqueue_on_commit
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def tenant_view(*, read: str = Role.VIEWER, write: str = Role.MARKETER):
+    """A dashboard page of the current brand: signed in, a member, and the role the method needs.
+
+    Viewers only ever read: every non-safe method needs at least `write` (marketer by default).
+    """
+
+    def decorator(view):
+        @login_required
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs):
+            if request.membership is None:
+                return render(request, "loyaltysms/no_tenant.html", status=403)
+            least = read if request.method in SAFE_METHODS else write
+            if not request.membership.allows(least):
+                raise PermissionDenied(f"This needs the {Role(least).label} role or higher.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _form_errors(form, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for field, errors in error.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error.messages)
+
+
+@require_GET
+@tenant_view()
+def home(request):
+    return render(request, "loyaltysms/home.html")
+
+
+@require_POST
+@login_required
+def switch_tenant(request):
+    try:
+        tenant_id = int(request.POST.get("tenant_id", ""))
+    except ValueError:
+        tenant_id = None
+    membership = (
+        selectors.membership_for(user=request.user, tenant_id=tenant_id) if tenant_id else None
+    )
+    if membership is None:
+        # Same answer for "no such brand" and "not yours".
+        messages.error(request, "You are not a member of that brand.")
+    else:
+        request.session[SESSION_TENANT_KEY] = membership.tenant_id
+        messages.success(request, f"Switched to {membership.tenant.name}.")
+    return redirect("home")
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(write=Role.ADMIN)
+def api_keys(request):
+    new_key = None
+    form = forms.ApiKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        new_key = services.api_key_create(
+            tenant=request.tenant, name=form.cleaned_data["name"], created_by=request.user
+        )
+        form = forms.ApiKeyForm()
+    return render(
+        request,
+        "loyaltysms/settings_api_keys.html",
+        {
+            "form": form,
+            "new_key": new_key,
+            "api_keys": selectors.api_key_list(request.tenant),
+            "settings_tab": "api_keys",
+        },
+        status=201 if new_key else 200,
+    )
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
+def api_key_revoke(request, api_key_id: int):
+    api_key = selectors.get_api_key(request.tenant, api_key_id)
+    services.api_key_revoke(api_key=api_key, revoked_by=request.user)
+    messages.success(request, f"Revoked {api_key.name} ({api_key.prefix}…). It stops working now.")
+    return redirect("settings_api_keys")
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(write=Role.ADMIN)
+def team(request):
+    form = forms.InviteForm(request.POST or None, inviter=request.membership)
+    invite_link = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = services.invitation_create(
+                tenant=request.tenant,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                invited_by=request.user,
+            )
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            invite_link = request.build_absolute_uri(reverse("invitation_accept", args=[new.token]))
+            enqueue_on_commit(
+                send_invitation_email, request.tenant.pk, new.invitation.pk, invite_link
+            )
+            messages.success(request, f"Invitation sent to {new.invitation.email}.")
+            form = forms.InviteForm(inviter=request.membership)
+    return render(
+        request,
+        "loyaltysms/settings_team.html",
+        {
+            "form": form,
+            "invite_link": invite_link,
+            "members": selectors.team_list(request.tenant),
+            "invitations": selectors.invitation_list_open(request.tenant),
+            "roles": Role.choices,
+            "settings_tab": "team",
+        },
+    )
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
+def member_role(request, membership_id: int):
+    membership = selectors.get_membership(request.tenant, membership_id)
+    role = request.POST.get("role", "")
+    if role not in Role.values:
+        messages.error(request, "Choose one of the roles in the list.")
+        return redirect("settings_team")
+    try:
+        services.membership_change_role(membership=membership, role=role, changed_by=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"{membership.user.email} is now {Role(role).label}.")
+    return redirect("settings_team")
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
+def member_remove(request, membership_id: int):
+    membership = selectors.get_membership(request.tenant, membership_id)
+    try:
+        services.membership_remove(membership=membership, removed_by=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Removed {membership.user.email} from {request.tenant.name}.")
+    return redirect("settings_team")
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
+def invitation_revoke(request, invitation_id: int):
+    invitation = selectors.get_invitation(request.tenant, invitation_id)
+    services.invitation_revoke(invitation=invitation, revoked_by=request.user)
+    messages.success(request, f"Invitation for {invitation.email} withdrawn.")
+    return redirect("settings_team")
+
+
+@require_GET
+@tenant_view(read=Role.ADMIN)
+def activity(request):
+    return render(
+        request,
+        "loyaltysms/settings_activity.html",
+        {"events": selectors.audit_list(request.tenant, limit=200), "settings_tab": "activity"},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request, token: str) -> HttpResponse:
+    """Join a brand from an invitation link, creating the account when the person is new."""
+    invitation = selectors.invitation_by_token(token)
+    valid = (
+        invitation is not None
+        and invitation.accepted_at is None
+        and invitation.revoked_at is None
+        and invitation.expires_at > timezone.now()
+    )
+    if not valid:
+        return render(request, "loyaltysms/invitation_invalid.html", status=404)
+    existing = User.objects.filter(email__iexact=invitation.email).first()
+    signed_in_as_other = (
+        request.user.is_authenticated and request.user.email.lower() != invitation.email.lower()
+    )
+    password_form = None
+    if existing is None and not request.user.is_authenticated:
+        password_form = SetPasswordForm(User(email=invitation.email), request.POST or None)
+    if request.method == "POST" and not signed_in_as_other:
+        user = request.user if request.user.is_authenticated else None
+        if user is None and existing is not None:
+            return redirect(f"{reverse('login')}?next={request.path}")
+        if user is None and password_form.is_valid():
+            user = User.objects.create_user(
+                email=invitation.email, password=password_form.cleaned_data["new_password1"]
+            )
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        if user is not None:
+            try:
+                membership = services.invitation_accept(invitation=invitation, user=user)
+            except ValidationError as error:
+                messages.error(request, " ".join(error.messages))
+                return redirect("home")
+            request.session[SESSION_TENANT_KEY] = membership.tenant_id
+            messages.success(request, f"Welcome to {membership.tenant.name}.")
+            return redirect("home")
+    return render(
+        request,
+        "loyaltysms/invitation_accept.html",
+        {
+            "invitation": invitation,
+            "password_form": password_form,
+            "needs_login": existing is not None and not request.user.is_authenticated,
+            "signed_in_as_other": signed_in_as_other,
+        },
+    )
