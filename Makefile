@@ -15,7 +15,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 ## run: set up (virtualenv, dependencies, migrations, demo data) and serve on http://localhost:$${PORT:-8000}
 run: $(STAMP)
-	$(PY) manage.py serve
+	$(PY) -m loyaltysms.embedded run -- $(PY) manage.py serve
 
 ## test: set up the same way, lint, and run the whole test suite
 test: $(STAMP) lint

@@ -207,7 +207,13 @@ def run_with_servers(command: list[str]) -> int:
     uses_redis = not os.environ.get("REDIS_URL")
     pg_before, redis_before = postgres_running(), redis_running()
     try:
-        return subprocess.call(command)  # noqa: S603 - the developer's own command line
+        child = subprocess.Popen(command)  # noqa: S603 - the developer's own command line
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached the child too; let it shut down cleanly, then stop the servers.
+                continue
     finally:
         if uses_pg and not pg_before:
             postgres_stop()

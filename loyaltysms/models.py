@@ -67,7 +67,11 @@ def validate_timezone(value: str) -> None:
 class Tenant(models.Model):
     """A brand: everything else belongs to exactly one."""
 
-    slug = models.SlugField(max_length=63, unique=True)
+    slug = models.SlugField(
+        max_length=63,
+        unique=True,
+        error_messages={"unique": "A brand with this slug exists already."},
+    )
     name = models.CharField(max_length=200)
     timezone = models.CharField(
         max_length=64, default="America/New_York", validators=[validate_timezone]

@@ -32,7 +32,7 @@ def tenant_task(*, queue: Queue = Queue.DEFAULT, **options):
             with tenant_scope(tenant):
                 return func(tenant, *args, **kwargs)
 
-        return shared_task(queue=queue.value, **options)(run)
+        return shared_task(route_queue=queue.value, **options)(run)
 
     return decorator
 

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from loyaltysms import embedded
 from loyaltysms.demo import DEMO_EMAIL, DEMO_PASSWORD
 
 PROCFILE = Path(settings.BASE_DIR) / "Procfile"
@@ -44,10 +43,7 @@ class Command(BaseCommand):
         manager = Manager(Printer(sys.stdout))
         for name, command in procfile_commands().items():
             manager.add_process(name, command, env=env, cwd=str(settings.BASE_DIR))
-        try:
-            manager.loop()
-        finally:
-            if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-                self.stdout.write("Stopping the embedded servers…")
-                embedded.main(["", "stop"])
+        # `make run` wraps this in `python -m loyaltysms.embedded run`, which stops the embedded
+        # servers it started once these processes have exited.
+        manager.loop()
         sys.exit(manager.returncode)

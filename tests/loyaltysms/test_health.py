@@ -1,0 +1,17 @@
+import pytest
+from django.test import Client
+
+
+@pytest.mark.django_db
+def test_healthz_reports_db_and_redis_ok():
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"db": "ok", "redis": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_redis_is_down(settings, tmp_path):
+    settings.REDIS_URL = f"unix://{tmp_path / 'nothing.sock'}"
+    response = Client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"db": "ok", "redis": "error"}

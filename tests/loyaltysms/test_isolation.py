@@ -1,0 +1,145 @@
+"""Two brands side by side: nothing of one is reachable from the other.
+
+The dashboard table below must name every URL that takes an id; a new one that isn't listed
+fails test_every_id_route_is_covered, so it can't be added without an isolation check.
+"""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from loyaltysms import services
+from loyaltysms.models import ApiKey, Membership, Role
+from loyaltysms.tenancy.context import tenant_scope
+
+from ..conftest import add_member, api_client, signed_in
+
+
+def other_tenant_ids(brand) -> dict[str, dict]:
+    """For each dashboard route with an id: the kwargs naming an object of `brand`."""
+    tenant = brand.tenant
+    with tenant_scope(tenant):
+        api_key = ApiKey.objects.first()
+    teammate = add_member(tenant, f"teammate@{tenant.slug}.test", Role.MARKETER)
+    invitation = services.invitation_create(
+        tenant=tenant, email=f"new@{tenant.slug}.test", role=Role.VIEWER, invited_by=brand.owner
+    ).invitation
+    membership = Membership.objects.get(tenant=tenant, user=teammate)
+    return {
+        "api_key_revoke": {"api_key_id": api_key.pk},
+        "member_role": {"membership_id": membership.pk},
+        "member_remove": {"membership_id": membership.pk},
+        "invitation_revoke": {"invitation_id": invitation.pk},
+    }
+
+
+# Routes with a path argument that is not an object id of a brand.
+NOT_TENANT_IDS = {"invitation_accept"}  # an unguessable token, tested in test_dashboard
+
+
+def all_patterns(resolver=None, prefix=""):
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            if getattr(pattern, "app_name", None) == "admin":
+                continue  # Django's admin: staff only, not tenant-scoped
+            yield from all_patterns(pattern, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), pattern
+
+
+def test_every_id_route_is_covered(alice_brand, charlie_brand):
+    covered = set(other_tenant_ids(charlie_brand)) | NOT_TENANT_IDS
+    with_args = {pattern.name for _, pattern in all_patterns() if pattern.pattern.converters}
+    assert with_args - covered == set(), "add these routes to other_tenant_ids()"
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_other_tenants_ids_answer_404_on_every_dashboard_route(alice_brand, charlie_brand, method):
+    client = signed_in(alice_brand.owner)
+    for name, kwargs in other_tenant_ids(charlie_brand).items():
+        response = getattr(client, method)(reverse(name, kwargs=kwargs))
+        # GET on a POST-only route is 405 before any lookup; POST must be 404.
+        expected = {404} if method == "post" else {404, 405}
+        assert response.status_code in expected, (name, response.status_code)
+    # And nothing of charlie's changed.
+    with tenant_scope(charlie_brand.tenant):
+        assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 0
+    assert Membership.objects.filter(tenant=charlie_brand.tenant).count() == 2
+
+
+def test_own_ids_work_on_the_same_routes(alice_brand):
+    client = signed_in(alice_brand.owner)
+    ids = other_tenant_ids(alice_brand)
+    for name in ["api_key_revoke", "invitation_revoke", "member_remove"]:
+        response = client.post(reverse(name, kwargs=ids[name]))
+        assert response.status_code == 302, name
+
+
+DASHBOARD_PAGES = ["home", "settings_api_keys", "settings_team", "settings_activity"]
+
+
+def test_dashboard_pages_show_only_the_current_brand(alice_brand, charlie_brand):
+    client = signed_in(alice_brand.owner)
+    for name in DASHBOARD_PAGES:
+        body = client.get(reverse(name)).content.decode()
+        assert "Charlie" not in body and "charlie@" not in body, name
+
+
+def test_switching_to_a_brand_you_are_not_in_is_refused(alice_brand, charlie_brand):
+    client = signed_in(alice_brand.owner)
+    client.post(reverse("switch_tenant"), {"tenant_id": charlie_brand.tenant.pk})
+    body = client.get(reverse("settings_api_keys")).content.decode()
+    assert "Alice&#x27;s Bakery" in body and "Charlie" not in body
+    # A forged session pointing at charlie's brand is ignored too.
+    session = client.session
+    session["tenant_id"] = charlie_brand.tenant.pk
+    session.save()
+    body = client.get(reverse("home")).content.decode()
+    assert "Alice&#x27;s Bakery" in body and "Charlie" not in body
+
+
+def test_a_user_in_two_brands_switches_between_them(alice_brand, charlie_brand):
+    add_member(charlie_brand.tenant, alice_brand.owner.email, Role.VIEWER)
+    client = signed_in(alice_brand.owner)
+    assert "Alice&#x27;s Bakery" in client.get("/").content.decode()
+    client.post(reverse("switch_tenant"), {"tenant_id": charlie_brand.tenant.pk})
+    body = client.get("/").content.decode()
+    assert "<h1>Charlie&#x27;s Cafe</h1>" in body and "Viewer" in body
+    # As a viewer there, she can't revoke charlie's keys.
+    with tenant_scope(charlie_brand.tenant):
+        key = ApiKey.objects.first()
+    assert client.post(reverse("api_key_revoke", args=[key.pk])).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("role", "name", "expected"),
+    [
+        (Role.VIEWER, "settings_api_keys", 403),
+        (Role.VIEWER, "settings_team", 403),
+        (Role.MARKETER, "settings_api_keys", 403),
+        (Role.MARKETER, "settings_team", 403),
+    ],
+)
+def test_role_limits_answer_403(alice_brand, role, name, expected):
+    user = add_member(alice_brand.tenant, f"{role}@bakery.test", role)
+    client = signed_in(user)
+    assert client.get(reverse(name)).status_code == 200  # reading is fine
+    response = client.post(reverse(name), {"name": "k", "email": "x@y.test", "role": "viewer"})
+    assert response.status_code == expected
+    with tenant_scope(alice_brand.tenant):
+        assert ApiKey.objects.count() == 1
+
+
+def test_viewer_cannot_change_anything(alice_brand, vera):
+    client = signed_in(vera)
+    ids = other_tenant_ids(alice_brand)
+    for name, kwargs in ids.items():
+        assert client.post(reverse(name, kwargs=kwargs)).status_code == 403, name
+    assert client.get(reverse("settings_activity")).status_code == 403
+
+
+def test_api_key_sees_only_its_own_brand(alice_brand, charlie_brand):
+    body = api_client(alice_brand.api_key).get("/api/v1/tenant").json()
+    assert body["slug"] == "alices-bakery"
+    body = api_client(charlie_brand.api_key).get("/api/v1/tenant").json()
+    assert body["slug"] == "charlies-cafe"

@@ -1,0 +1,51 @@
+"""`make run` and `docker compose up` run the same processes."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from loyaltysms.management.commands.serve import procfile_commands
+from loyaltysms.queues import Queue
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_docker_compose_parses_and_has_every_service():
+    services = compose()["services"]
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(services)
+    for name in ("web", "worker", "beat"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgres://")
+        assert env["REDIS_URL"].startswith("redis://")
+
+
+def test_compose_services_run_the_same_commands_as_make_run():
+    services = compose()["services"]
+    procfile = procfile_commands()
+    assert set(procfile) == {"web", "worker", "beat"}
+    for name, command in procfile.items():
+        assert services[name]["command"] == command, name
+
+
+def test_make_run_runs_the_procfile_through_serve():
+    makefile = (ROOT / "Makefile").read_text()
+    run_recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
+    assert "manage.py serve" in run_recipe
+    serve = (ROOT / "loyaltysms/management/commands/serve.py").read_text()
+    assert "procfile_commands()" in serve
+
+
+def test_the_worker_consumes_every_queue():
+    worker = procfile_commands()["worker"]
+    queues = re.search(r"-Q (\S+)", worker).group(1).split(",")
+    assert sorted(queues) == sorted(queue.value for queue in Queue)
+
+
+def test_ci_runs_make_test():
+    ci = (ROOT / ".ci/run").read_text()
+    assert "make test" in ci and "set -euo pipefail" in ci
