@@ -39,7 +39,10 @@ class Command(BaseCommand):
         self.stdout.write(f"API docs:  {url}api/docs/\nPress Ctrl-C to stop.\n\n")
         sys.stdout.flush()
 
-        env = dict(os.environ, PORT=str(settings.PORT), PYTHONUNBUFFERED="1")
+        # gunicorn and celery live beside this Python (the virtualenv), which may not be on PATH.
+        bin_dir = str(Path(sys.executable).parent)
+        path = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+        env = dict(os.environ, PATH=path, PORT=str(settings.PORT), PYTHONUNBUFFERED="1")
         manager = Manager(Printer(sys.stdout))
         for name, command in procfile_commands().items():
             manager.add_process(name, command, env=env, cwd=str(settings.BASE_DIR))
