@@ -96,6 +96,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "phonenumber_field",
     "loyaltysms",
+    # Domain apps; imports only go down this list (architecture.md).
+    "programs",
+    "messaging",
+    "segments",
+    "automations",
 ]
 
 MIDDLEWARE = [
