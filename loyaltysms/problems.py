@@ -60,7 +60,25 @@ def _flatten(value):
     return [str(value)]
 
 
+class ProblemError(Exception):
+    """A rule of the domain said no. Services raise it; the API answers with a problem."""
+
+    status_code = 422
+    code = "rule-violation"
+
+    def __init__(self, detail: str, *, errors: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
 def problem_exception_handler(exc, context):
+    if isinstance(exc, ProblemError):
+        return Response(
+            problem(exc.status_code, exc.detail, code=exc.code, errors=exc.errors),
+            status=exc.status_code,
+            content_type=PROBLEM_CONTENT_TYPE,
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -105,4 +123,10 @@ def problem_json_response(status_code: int, detail: str, **kwargs) -> JsonRespon
     )
 
 
-__all__ = ["problem", "problem_exception_handler", "problem_json_response", "status"]
+__all__ = [
+    "ProblemError",
+    "problem",
+    "problem_exception_handler",
+    "problem_json_response",
+    "status",
+]

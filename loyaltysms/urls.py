@@ -4,9 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from loyaltysms import apis, errors, health, views
+from programs.urls import api_urlpatterns as programs_api
 
 api_v1 = [
     path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
+    *programs_api,
 ]
 
 urlpatterns = [

@@ -5,6 +5,7 @@
 - TenantGenericAPIView refuses subclasses that override get_queryset/get_object (PostHog's
   protected-methods rule): they declare `model` and may narrow with scoped_queryset(); the
   queryset always starts from `model.objects.filter(tenant=request.tenant)`.
+- Every post() is wrapped for Idempotency-Key (loyaltysms.idempotency).
 - A class-level `queryset = Model.objects.all()` on a tenant-owned model raises at import
   time (no tenant is in scope then), so the usual DRF idiom cannot slip through either.
 """
@@ -15,10 +16,21 @@ from django.db.models import QuerySet
 from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
+from loyaltysms.idempotency import idempotent
 from loyaltysms.models import Tenant
 
 
-class TenantAPIView(APIView):
+class IdempotentPostMixin:
+    """Every post() of every subclass honours Idempotency-Key (api.md Conventions)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        post = cls.__dict__.get("post")
+        if post is not None and not getattr(post, "idempotent", False):
+            cls.post = idempotent(post)
+
+
+class TenantAPIView(IdempotentPostMixin, APIView):
     """Base of every storefront endpoint that isn't a plain model list/detail."""
 
     @property
@@ -26,7 +38,7 @@ class TenantAPIView(APIView):
         return self.request.auth.tenant
 
 
-class TenantGenericAPIView(GenericAPIView):
+class TenantGenericAPIView(IdempotentPostMixin, GenericAPIView):
     """Base of every model-backed storefront endpoint; see the module docstring."""
 
     model = None

@@ -1,0 +1,1 @@
+"""All writes of the loyalty engine. Each module states the rules it enforces."""

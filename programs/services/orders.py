@@ -1,0 +1,281 @@
+"""Orders earn points; refunds take them back in proportion.
+
+Exactly once: an order_id (and a refund_id) is unique per brand. A retry, even one racing the
+first request, finds the first row and gets its stored response; it never awards again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from loyaltysms.models import Tenant
+from loyaltysms.problems import ProblemError
+from loyaltysms.tenancy.context import tenant_scope
+from programs.models import (
+    EntryKind,
+    EntrySource,
+    EventKind,
+    Member,
+    MultiplierEvent,
+    Order,
+    PointsLot,
+    Program,
+    Refund,
+    Rounding,
+)
+from programs.services.ledger import (
+    event_emit,
+    member_lock,
+    pending_mature,
+    pending_reduce,
+    points_credit,
+    points_debit,
+)
+from programs.services.members import member_upsert
+from programs.services.program import program_get
+from programs.services.tiers import tier_upgrade_check
+
+ROUNDING_MODES = {
+    Rounding.FLOOR: ROUND_FLOOR,
+    Rounding.NEAREST: ROUND_HALF_UP,
+    Rounding.CEIL: ROUND_CEILING,
+}
+
+
+def order_multiplier(member: Member, placed_at: datetime) -> Decimal:
+    """The tier's perk times the best multiplier event running when the order was placed."""
+    tier_multiplier = member.tier.earn_multiplier if member.tier_id else Decimal(1)
+    events = MultiplierEvent.objects.filter(starts_at__lte=placed_at, ends_at__gt=placed_at)
+    events = events.filter(Q(tier__isnull=True) | Q(tier_id=member.tier_id))
+    best = max((event.multiplier for event in events), default=Decimal(1))
+    return tier_multiplier * best
+
+
+def order_points(program: Program, member: Member, subtotal: Decimal, placed_at) -> int:
+    raw = subtotal * program.earn_rate * order_multiplier(member, placed_at)
+    return int(raw.to_integral_value(rounding=ROUNDING_MODES[Rounding(program.rounding)]))
+
+
+class CurrencyMismatch(ProblemError):
+    code = "currency-mismatch"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    order: Order
+    created: bool
+
+
+@transaction.atomic
+def order_record(
+    *,
+    tenant: Tenant,
+    order_id: str,
+    member_external_id: str,
+    subtotal: Decimal,
+    currency: str,
+    now: datetime,
+    placed_at: datetime | None = None,
+) -> Recorded:
+    """Award an order's points once. The caller stores its response on the order (same
+    transaction) with order_store_response(), so a replay returns exactly that body."""
+    with tenant_scope(tenant):
+        existing = Order.objects.filter(order_id=order_id).first()
+        if existing is not None:
+            return Recorded(order=existing, created=False)
+        program = program_get(tenant)
+        if currency != program.currency:
+            raise CurrencyMismatch(
+                f"The program counts in {program.currency}; this order is in {currency}.",
+                errors={"currency": [f"must be {program.currency}"]},
+            )
+        member = member_upsert(tenant=tenant, external_id=member_external_id, now=now).member
+        placed_at = placed_at or now
+        order = Order(
+            tenant=tenant,
+            order_id=order_id,
+            member=member,
+            subtotal=subtotal,
+            currency=currency,
+            placed_at=placed_at,
+        )
+        try:
+            with transaction.atomic():
+                order.save()
+        except IntegrityError:
+            # A concurrent request inserted it first; the insert waited for it to commit.
+            return Recorded(order=Order.objects.get(order_id=order_id), created=False)
+
+        member = member_lock(member)
+        pending_mature(member=member, now=now)
+        points = order_points(program, member, subtotal, placed_at)
+        pending = program.pending_days
+        if points > 0:
+            points_credit(
+                member=member,
+                program=program,
+                points=points,
+                reason=f"Order {order_id}",
+                source=EntrySource.ORDER,
+                now=now,
+                source_ref=order_id,
+                order=order,
+                pending_days=pending,
+            )
+        order.points_awarded = points
+        order.save(update_fields=["points_awarded"])
+        member.orders_count += 1
+        member.lifetime_spend += subtotal
+        member.lifetime_points += points
+        member.last_order_at = max(member.last_order_at or placed_at, placed_at)
+        member.last_activity_at = now
+        member.save(
+            update_fields=[
+                "orders_count",
+                "lifetime_spend",
+                "lifetime_points",
+                "last_order_at",
+                "last_activity_at",
+                "updated_at",
+            ]
+        )
+        event_emit(
+            member,
+            EventKind.ORDER_PLACED,
+            now,
+            order_id=order_id,
+            subtotal=str(subtotal),
+            currency=currency,
+            points=points,
+            pending=bool(pending and points),
+        )
+        if points > 0 and not pending:
+            event_emit(
+                member,
+                EventKind.POINTS_EARNED,
+                now,
+                points=points,
+                source="order",
+                order_id=order_id,
+            )
+        tier_upgrade_check(member=member, now=now, reason=f"Order {order_id}")
+        order.member = member
+        return Recorded(order=order, created=True)
+
+
+def order_store_response(*, order: Order, body: dict) -> None:
+    order.response = body
+    order.save(update_fields=["response"])
+
+
+class RefundTooLarge(ProblemError):
+    code = "refund-exceeds-order"
+
+
+class RefundIdTaken(ProblemError):
+    code = "refund-id-taken"
+
+
+@dataclass(frozen=True)
+class RefundRecorded:
+    refund: Refund
+    created: bool
+
+
+def clawback_target(order: Order, refunded_total: Decimal) -> int:
+    """Points all refunds so far should have taken back: the refunded share, rounded half up."""
+    if order.subtotal == 0:
+        return 0
+    share = Decimal(order.points_awarded) * refunded_total / order.subtotal
+    return int(share.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@transaction.atomic
+def refund_record(
+    *, order: Order, refund_id: str, amount: Decimal, now: datetime
+) -> RefundRecorded:
+    """Take back the refunded share of the order's points, never below zero.
+
+    From the order's own lot first (while it is pending, from the pending points), then from
+    the balance, soonest-expiring first; what the balance can't cover is recorded on the refund
+    as points_unrecovered.
+    """
+    member = member_lock(order.member)
+    existing = Refund.objects.filter(refund_id=refund_id).select_related("order").first()
+    if existing is not None:
+        if existing.order_id != order.pk:
+            raise RefundIdTaken(
+                f"Refund {refund_id} belongs to order {existing.order.order_id}.",
+                errors={"refund_id": ["already used for another order"]},
+            )
+        return RefundRecorded(refund=existing, created=False)
+    order = Order.objects.select_for_update().get(pk=order.pk)
+    left = order.subtotal - order.refunded_amount
+    if amount > left:
+        raise RefundTooLarge(
+            f"The order's subtotal is {order.subtotal} and {order.refunded_amount} is refunded "
+            f"already; at most {left} can be refunded.",
+            errors={"amount": [f"at most {left}"]},
+        )
+    pending_mature(member=member, now=now)
+    refunded_total = order.refunded_amount + amount
+    to_reverse = clawback_target(order, refunded_total) - order.points_reversed
+    reason = f"Refund {refund_id} of order {order.order_id}"
+    taken = 0
+    lot = PointsLot.objects.filter(order=order).first()
+    if to_reverse and lot is not None and not lot.matured:
+        taken = pending_reduce(member=member, lot=lot, points=to_reverse)
+    if to_reverse - taken > 0:
+        entry = points_debit(
+            member=member,
+            points=to_reverse - taken,
+            kind=EntryKind.REVERSE,
+            reason=reason,
+            source=EntrySource.REFUND,
+            now=now,
+            source_ref=refund_id,
+            partial=True,
+            first_lot=lot if lot is not None and lot.matured else None,
+        )
+        taken += -entry.points if entry else 0
+    refund = Refund.objects.create(
+        order=order,
+        refund_id=refund_id,
+        amount=amount,
+        points_reversed=taken,
+        points_unrecovered=to_reverse - taken,
+        created_at=now,
+    )
+    order.refunded_amount = refunded_total
+    order.points_reversed += to_reverse
+    order.save(update_fields=["refunded_amount", "points_reversed"])
+    member.lifetime_spend -= amount
+    member.lifetime_points -= to_reverse
+    member.save(update_fields=["lifetime_spend", "lifetime_points", "updated_at"])
+    event_emit(
+        member,
+        EventKind.ORDER_REFUNDED,
+        now,
+        order_id=order.order_id,
+        refund_id=refund_id,
+        amount=str(amount),
+        points_reversed=taken,
+        points_unrecovered=to_reverse - taken,
+    )
+    refund.order = order
+    return RefundRecorded(refund=refund, created=True)
+
+
+def refund_store_response(*, refund: Refund, body: dict) -> None:
+    refund.response = body
+    refund.save(update_fields=["response"])
+
+
+def get_order(tenant: Tenant, order_id: str) -> Order | None:
+    with tenant_scope(tenant):
+        return Order.objects.filter(order_id=order_id).select_related("member").first()
