@@ -8,9 +8,11 @@ brand's alike) or a TenantGenericAPIView queryset.
 from __future__ import annotations
 
 from django.db import transaction
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from loyaltysms.pagination import KeysetPagination, NewestFirstPagination
@@ -37,6 +39,11 @@ def member_bodies(tenant, members, now=None) -> list[dict]:
 def member_body(tenant, member: Member, now=None) -> dict:
     member = selectors.get_member_by_id(tenant, member.pk)  # fresh, with its tier
     return member_bodies(tenant, [member], now)[0]
+
+
+def stored_json(content, status_code: int) -> HttpResponse:
+    """A response kept byte for byte, so a replay is identical to the first answer."""
+    return HttpResponse(bytes(content), status=status_code, content_type="application/json")
 
 
 def _valid(serializer_class, request, **context):
@@ -214,17 +221,16 @@ class OrdersApi(TenantAPIView):
             )
             order = recorded.order
             if not recorded.created and order.response is not None:
-                return Response(order.response, status=status.HTTP_200_OK)
+                return stored_json(order.response, status.HTTP_200_OK)
             body = {
                 "order_id": order.order_id,
                 "points_awarded": order.points_awarded,
                 "points_pending": selectors.order_is_pending(order),
                 "member": member_body(self.tenant, order.member, now),
             }
-            order_services.order_store_response(order=order, body=body)
-        return Response(
-            body, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK
-        )
+            content = JSONRenderer().render(body)
+            order_services.order_store_response(order=order, body=content)
+        return stored_json(content, 201 if recorded.created else 200)
 
 
 class OrderRefundsApi(TenantAPIView):
@@ -242,17 +248,16 @@ class OrderRefundsApi(TenantAPIView):
             )
             refund = recorded.refund
             if not recorded.created and refund.response is not None:
-                return Response(refund.response, status=status.HTTP_200_OK)
+                return stored_json(refund.response, status.HTTP_200_OK)
             body = {
                 "refund_id": refund.refund_id,
                 "points_reversed": refund.points_reversed,
                 "points_unrecovered": refund.points_unrecovered,
                 "member": member_body(self.tenant, order.member, now),
             }
-            order_services.refund_store_response(refund=refund, body=body)
-        return Response(
-            body, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK
-        )
+            content = JSONRenderer().render(body)
+            order_services.refund_store_response(refund=refund, body=content)
+        return stored_json(content, 201 if recorded.created else 200)
 
 
 class RewardsApi(TenantGenericAPIView):

@@ -322,7 +322,7 @@ class Order(TenantOwnedModel):
     refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal(0))
     # Points the refunds took back or tried to (what the ledger could not recover is on Refund).
     points_reversed = models.IntegerField(default=0)
-    response = models.JSONField(null=True, blank=True)
+    response = models.BinaryField(null=True)  # the first response's JSON, byte for byte
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -347,7 +347,7 @@ class Refund(TenantOwnedModel):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     points_reversed = models.IntegerField(default=0)
     points_unrecovered = models.IntegerField(default=0)
-    response = models.JSONField(null=True, blank=True)
+    response = models.BinaryField(null=True)
     created_at = models.DateTimeField()
 
     class Meta:

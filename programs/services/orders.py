@@ -168,7 +168,7 @@ def order_record(
         return Recorded(order=order, created=True)
 
 
-def order_store_response(*, order: Order, body: dict) -> None:
+def order_store_response(*, order: Order, body: bytes) -> None:
     order.response = body
     order.save(update_fields=["response"])
 
@@ -271,7 +271,7 @@ def refund_record(
     return RefundRecorded(refund=refund, created=True)
 
 
-def refund_store_response(*, refund: Refund, body: dict) -> None:
+def refund_store_response(*, refund: Refund, body: bytes) -> None:
     refund.response = body
     refund.save(update_fields=["response"])
 
