@@ -240,7 +240,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Lots expire at local midnight in each brand's zone; every 15 minutes keeps that exact
+    # for every UTC offset (some are :30 and :45).
+    "sweep-programs": {"task": "programs.tasks.sweep_all_programs", "schedule": 15 * 60},
+    "purge-idempotency-records": {
+        "task": "loyaltysms.tasks.purge_idempotency_records",
+        "schedule": 60 * 60,
+    },
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- logging: one JSON object per line ------------------------------------------------------

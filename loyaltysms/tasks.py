@@ -1,7 +1,10 @@
+from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
 
+from loyaltysms.idempotency import idempotency_records_purge
 from loyaltysms.models import Invitation, Tenant
+from loyaltysms.queues import Queue
 from loyaltysms.tenancy.tasks import tenant_task
 
 
@@ -21,3 +24,9 @@ def send_invitation_email(tenant: Tenant, invitation_id: int, accept_url: str) -
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[invitation.email],
     )
+
+
+@shared_task(route_queue=Queue.SCANS.value)
+def purge_idempotency_records() -> int:
+    """Stored Idempotency-Key responses are kept 48 hours (api.md promises ≥ 24 h)."""
+    return idempotency_records_purge()

@@ -1,5 +1,5 @@
 """Time-driven ledger work for a whole brand, set-based: pending points maturing, points
-expiring, tier reviews.
+expiring, birthday bonuses, tier reviews.
 
 Expiry and maturation run as a few SQL statements per batch of members, never a Python loop
 per lot or per member. Each batch is one transaction that first locks its members' rows in id
@@ -12,6 +12,7 @@ Lots expire at local midnight (programs.services.ledger.lot_expires_at), so a sw
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,9 +21,10 @@ from django.db import connection, transaction
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import ExpiryPolicy, Member
-from programs.services.ledger import member_lock
+from programs.services.ledger import lot_expires_at, member_lock, tenant_zone
+from programs.services.members import BONUS_REASONS, BonusKind
 from programs.services.program import program_get
-from programs.services.tiers import tier_review
+from programs.services.tiers import tier_review, tier_upgrade_check
 
 BATCH_MEMBERS = 5000
 
@@ -107,6 +109,43 @@ FROM members WHERE points > 0
 """
 
 
+# Pay the birthday bonus to the locked members that have not had this year's.
+_BIRTHDAY = """
+WITH candidates AS (
+    SELECT m.id FROM programs_member m
+    WHERE m.tenant_id = %(tenant)s AND m.id = ANY(%(ids)s)
+      AND NOT EXISTS (SELECT 1 FROM programs_pointsentry e
+                      WHERE e.member_id = m.id AND e.bonus_key = %(key)s)
+), members AS (
+    UPDATE programs_member m
+    SET points_balance = m.points_balance + %(points)s,
+        lifetime_points = m.lifetime_points + %(points)s,
+        last_activity_at = %(now)s, updated_at = %(now)s
+    FROM candidates c WHERE m.id = c.id
+    RETURNING m.id, m.points_balance
+), lots AS (
+    INSERT INTO programs_pointslot
+        (tenant_id, member_id, points, remaining, earned_at, available_at, matured, expires_at,
+         source, reason)
+    SELECT %(tenant)s, id, %(points)s, %(points)s, %(now)s, %(now)s, TRUE, %(expires_at)s,
+           'bonus', %(reason)s
+    FROM members
+), entries AS (
+    INSERT INTO programs_pointsentry
+        (tenant_id, member_id, kind, points, balance_after, reason, source, source_ref,
+         bonus_key, expires_at, created_at)
+    SELECT %(tenant)s, id, 'earn', %(points)s, points_balance, %(reason)s, 'bonus', %(key)s,
+           %(key)s, %(expires_at)s, %(now)s
+    FROM members
+)
+INSERT INTO programs_loyaltyevent (tenant_id, kind, member_id, payload, created_at)
+SELECT %(tenant)s, 'points_earned', id,
+       jsonb_build_object('points', %(points)s, 'source', 'bonus', 'bonus', %(key)s), %(now)s
+FROM members
+RETURNING member_id
+"""
+
+
 @dataclass
 class SweepResult:
     members: int = 0
@@ -175,6 +214,42 @@ def points_expire_due(*, tenant: Tenant, now: datetime) -> SweepResult:
     return _in_batches(tenant, ids, statement, params)
 
 
+def birthday_bonuses_due(*, tenant: Tenant, now: datetime) -> SweepResult:
+    """Pay the birthday bonus to members whose birthday is today in the brand's time zone
+    (29 February birthdays on 28 February in other years), once per local year."""
+    program = program_get(tenant)
+    if program.birthday_bonus <= 0:
+        return SweepResult()
+    today = now.astimezone(tenant_zone(tenant)).date()
+    leap_day_too = (today.month, today.day) == (2, 28) and not calendar.isleap(today.year)
+    ids = _member_ids(
+        "SELECT id FROM programs_member WHERE tenant_id = %(tenant)s AND ("
+        "(birthday_month = %(month)s AND birthday_day = %(day)s) "
+        "OR (%(leap)s AND birthday_month = 2 AND birthday_day = 29)) ORDER BY id",
+        {"tenant": tenant.pk, "month": today.month, "day": today.day, "leap": leap_day_too},
+    )
+    params = {
+        "now": now,
+        "points": program.birthday_bonus,
+        "key": f"birthday:{today.year}",
+        "reason": BONUS_REASONS[BonusKind.BIRTHDAY],
+        "expires_at": lot_expires_at(program, tenant, now),
+    }
+    result = SweepResult()
+    for start in range(0, len(ids), BATCH_MEMBERS):
+        batch = {**params, "tenant": tenant.pk, "ids": ids[start : start + BATCH_MEMBERS]}
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_LOCK_MEMBERS, batch)
+            cursor.execute(_BIRTHDAY, batch)
+            paid = [row[0] for row in cursor.fetchall()]
+            result.add(len(batch["ids"]), len(paid))
+            # Bonus points count toward points-earned tiers: the few paid today may rise.
+            for member_id in paid:
+                member = member_lock(Member(pk=member_id))
+                tier_upgrade_check(member=member, now=now, reason=params["reason"])
+    return result
+
+
 def tier_reviews_due(*, tenant: Tenant, now: datetime) -> int:
     """Review every member whose tier review date has come (see programs.services.tiers)."""
     changed = 0
@@ -193,9 +268,11 @@ def program_sweep(*, tenant: Tenant, now: datetime) -> dict:
     with tenant_scope(tenant):
         matured = pending_mature_due(tenant=tenant, now=now)
         expired = points_expire_due(tenant=tenant, now=now)
+        birthdays = birthday_bonuses_due(tenant=tenant, now=now)
         reviewed = tier_reviews_due(tenant=tenant, now=now)
     return {
         "matured_entries": matured.entries,
         "expired_members": expired.entries,
+        "birthday_bonuses": birthdays.entries,
         "tier_changes": reviewed,
     }

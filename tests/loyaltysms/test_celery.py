@@ -2,6 +2,7 @@ import time
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings
 from django.core import mail
 from django.urls import reverse
 
@@ -33,7 +34,8 @@ def test_celery_reliability_settings_are_as_designed():
 
 def test_every_task_routes_to_a_known_queue():
     celery_app.loader.import_default_modules()
-    ours = {name: task for name, task in celery_app.tasks.items() if name.startswith("loyaltysms")}
+    apps = ("loyaltysms", "programs", "messaging", "segments", "automations")
+    ours = {name: task for name, task in celery_app.tasks.items() if name.startswith(apps)}
     assert ours, "no tasks discovered"
     for name, task in ours.items():
         route = celery_app.amqp.router.route({}, name, task_type=task)
@@ -113,3 +115,9 @@ def scan_probe(tenant):
 def test_tenant_task_routes_to_its_declared_queue():
     route = celery_app.amqp.router.route({}, scan_probe.name, task_type=scan_probe)
     assert route["queue"].name == "scans"
+
+
+def test_every_beat_entry_names_a_registered_task():
+    celery_app.loader.import_default_modules()
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in celery_app.tasks, entry["task"]
