@@ -32,6 +32,58 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     }
 
 
+def other_tenant_api_ids(brand) -> dict[str, dict]:
+    """For each API route with an id: the kwargs naming an object of `brand`, built with the
+    real services."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from programs.services import members, orders, program, rewards
+
+    tenant, now = brand.tenant, timezone.now()
+    with tenant_scope(tenant):
+        order = orders.order_record(
+            tenant=tenant,
+            order_id=f"{tenant.slug}-order",
+            member_external_id=f"{tenant.slug}-member",
+            subtotal=Decimal("500"),
+            currency="USD",
+            now=now,
+        ).order
+        member = order.member
+        reward = program.reward_create(
+            tenant=tenant, name="Secret", kind="custom", points_cost=10, value="x"
+        )
+        redemption = rewards.redemption_create(member=member, reward=reward, now=now)
+        tier = program.tier_create(
+            tenant=tenant, name="Own", threshold=Decimal(10_000), basis="spend", period="lifetime"
+        )
+        event = program.multiplier_event_create(
+            tenant=tenant,
+            name="2x",
+            multiplier=Decimal(2),
+            starts_at=now,
+            ends_at=now + timedelta(days=1),
+        )
+        members.points_adjust(member=member, points=1, reason="x", now=now)
+    ext = {"external_id": member.external_id}
+    return {
+        "api_member": ext,
+        "api_member_ledger": ext,
+        "api_member_adjustments": ext,
+        "api_member_redemptions": ext,
+        "api_order_refunds": {"order_id": order.order_id},
+        "api_reward": {"reward_id": reward.pk},
+        "api_redemption": {"redemption_id": redemption.pk},
+        "api_redemption_use": {"redemption_id": redemption.pk},
+        "api_redemption_cancel": {"redemption_id": redemption.pk},
+        "api_tier": {"tier_id": tier.pk},
+        "api_multiplier_event": {"event_id": event.pk},
+    }
+
+
 # Routes with a path argument that is not an object id of a brand.
 NOT_TENANT_IDS = {"invitation_accept"}  # an unguessable token, tested in test_dashboard
 
@@ -48,7 +100,11 @@ def all_patterns(resolver=None, prefix=""):
 
 
 def test_every_id_route_is_covered(alice_brand, charlie_brand):
-    covered = set(other_tenant_ids(charlie_brand)) | NOT_TENANT_IDS
+    covered = (
+        set(other_tenant_ids(charlie_brand))
+        | set(other_tenant_api_ids(charlie_brand))
+        | NOT_TENANT_IDS
+    )
     with_args = {pattern.name for _, pattern in all_patterns() if pattern.pattern.converters}
     assert with_args - covered == set(), "add these routes to other_tenant_ids()"
 
@@ -143,3 +199,40 @@ def test_api_key_sees_only_its_own_brand(alice_brand, charlie_brand):
     assert body["slug"] == "alices-bakery"
     body = api_client(charlie_brand.api_key).get("/api/v1/tenant").json()
     assert body["slug"] == "charlies-cafe"
+
+
+def _charlies_state(brand):
+    from programs.models import Member, PointsEntry, Redemption, Refund, Reward, Tier
+
+    with tenant_scope(brand.tenant):
+        return (
+            list(Member.objects.values_list("external_id", "points_balance", "email")),
+            PointsEntry.objects.count(),
+            list(Redemption.objects.values_list("status", flat=True)),
+            Refund.objects.count(),
+            list(Reward.objects.values_list("name", "points_cost", "active")),
+            list(Tier.objects.values_list("name", "threshold")),
+        )
+
+
+def test_other_tenants_ids_answer_404_on_every_api_route(alice_brand, charlie_brand):
+    ids = other_tenant_api_ids(charlie_brand)
+    other_tenant_api_ids(alice_brand)  # alice has objects of her own, with different ids
+    before = _charlies_state(charlie_brand)
+    client = api_client(alice_brand.api_key)
+    bodies = {
+        "post": '{"points": 5, "reason": "x", "refund_id": "r", "amount": "1.00", "reward_id": 1}',
+        "patch": '{"name": "mine", "points_cost": 1}',
+    }
+    for name, kwargs in ids.items():
+        url = reverse(name, kwargs=kwargs)
+        for method in ("get", "post", "patch", "delete"):
+            response = getattr(client, method)(
+                url, data=bodies.get(method), content_type="application/json"
+            )
+            # A method a route doesn't have is 405 before any lookup; every other answer is
+            # the same 404 a missing id gets.
+            assert response.status_code in {404, 405}, (name, method, response.status_code)
+            if response.status_code == 404:
+                assert response.json()["status"] == 404
+    assert _charlies_state(charlie_brand) == before
