@@ -225,8 +225,10 @@ class OrdersApi(TenantAPIView):
             body = {
                 "order_id": order.order_id,
                 "points_awarded": order.points_awarded,
-                "points_pending": selectors.order_is_pending(order),
-                "member": member_body(self.tenant, order.member, now),
+                "points_pending": selectors.order_is_pending(
+                    order, program_services.program_get(self.tenant)
+                ),
+                "member": member_bodies(self.tenant, [order.member], now)[0],
             }
             content = JSONRenderer().render(body)
             order_services.order_store_response(order=order, body=content)

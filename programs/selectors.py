@@ -81,9 +81,9 @@ def get_multiplier_event(tenant: Tenant, event_id: int) -> MultiplierEvent:
         return _get(MultiplierEvent.objects.all(), "multiplier event", pk=event_id)
 
 
-def order_is_pending(order: Order) -> bool:
-    """Whether the order's points still wait out the return window."""
-    return PointsLot.objects.filter(order=order, matured=False).exists()
+def order_is_pending(order: Order, program: Program) -> bool:
+    """Whether a just-recorded order's points wait out the return window."""
+    return order.points_awarded > 0 and program.pending_days > 0
 
 
 def member_search(

@@ -19,6 +19,7 @@ from django.db.models import F
 
 from loyaltysms.models import Tenant, User
 from loyaltysms.problems import ProblemError
+from loyaltysms.tenancy.context import require_tenant
 from programs.models import (
     EntryKind,
     EntrySource,
@@ -58,7 +59,9 @@ def lot_expires_at(program: Program, tenant: Tenant, available_at: datetime) -> 
 
 def member_lock(member: Member) -> Member:
     """Lock the member's row for the rest of the transaction and return it fresh."""
-    return Member.objects.select_for_update().get(pk=member.pk)
+    locked = Member.objects.select_for_update(of=("self",)).select_related("tier").get(pk=member.pk)
+    locked.tenant = require_tenant("member_lock")  # the manager scoped the row to it
+    return locked
 
 
 def event_emit(member: Member | None, kind: EventKind, now: datetime, **payload) -> LoyaltyEvent:
@@ -118,10 +121,12 @@ def points_credit(
     bonus_key: str | None = None,
     order: Order | None = None,
     pending_days: int = 0,
+    save_also: tuple[str, ...] = (),
 ) -> Credit:
     """Open a lot of `points` for a locked member; with pending_days it matures later."""
     assert points > 0
     available_at = now + timedelta(days=pending_days)
+    # `save_also`: member fields the caller changed, written in the same UPDATE.
     expires_at = lot_expires_at(program, member.tenant, available_at)
     pending = pending_days > 0
     lot = PointsLot.objects.create(
@@ -153,7 +158,7 @@ def points_credit(
             expires_at=expires_at,
         )
     member.last_activity_at = now
-    _save_points(member, "last_activity_at")
+    _save_points(member, "last_activity_at", *save_also)
     return Credit(lot=lot, entry=entry)
 
 
@@ -273,6 +278,8 @@ def points_restore(
 
 def pending_mature(*, member: Member, now: datetime) -> int:
     """Credit a locked member's pending lots whose return window has passed."""
+    if member.points_pending == 0:
+        return 0
     lots = list(
         PointsLot.objects.filter(member=member, matured=False, available_at__lte=now).order_by(
             "available_at", "id"

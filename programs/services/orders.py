@@ -115,6 +115,12 @@ def order_record(
         pending_mature(member=member, now=now)
         points = order_points(program, member, subtotal, placed_at)
         pending = program.pending_days
+        stats = ("orders_count", "lifetime_spend", "lifetime_points", "last_order_at")
+        member.orders_count += 1
+        member.lifetime_spend += subtotal
+        member.lifetime_points += points
+        member.last_order_at = max(member.last_order_at or placed_at, placed_at)
+        member.last_activity_at = now
         if points > 0:
             points_credit(
                 member=member,
@@ -126,24 +132,12 @@ def order_record(
                 source_ref=order_id,
                 order=order,
                 pending_days=pending,
+                save_also=stats,
             )
+        else:
+            member.save(update_fields=[*stats, "last_activity_at", "updated_at"])
         order.points_awarded = points
         order.save(update_fields=["points_awarded"])
-        member.orders_count += 1
-        member.lifetime_spend += subtotal
-        member.lifetime_points += points
-        member.last_order_at = max(member.last_order_at or placed_at, placed_at)
-        member.last_activity_at = now
-        member.save(
-            update_fields=[
-                "orders_count",
-                "lifetime_spend",
-                "lifetime_points",
-                "last_order_at",
-                "last_activity_at",
-                "updated_at",
-            ]
-        )
         event_emit(
             member,
             EventKind.ORDER_PLACED,

@@ -42,17 +42,43 @@ class Conflict(ProblemError):
     code = "conflict"
 
 
+# The program and the tier ladder are read by every order; they are kept on the Tenant
+# instance, which lives for one request or one task, and dropped when they change through it.
+PROGRAM_CACHE = "_loyalty_program"
+LADDER_CACHE = "_loyalty_ladder"
+
+
 def program_get(tenant: Tenant) -> Program:
     """The brand's program; a brand without one gets the working default (1 point per unit)."""
+    cached = getattr(tenant, PROGRAM_CACHE, None)
+    if cached is not None:
+        return cached
     with tenant_scope(tenant):
         program = Program.objects.filter().first()
-        if program is not None:
-            return program
-        try:
-            with transaction.atomic():
-                return Program.objects.create(currency=tenant.currency)
-        except IntegrityError:  # created by a concurrent request a moment ago
-            return Program.objects.get()
+        if program is None:
+            try:
+                with transaction.atomic():
+                    program = Program.objects.create(currency=tenant.currency)
+            except IntegrityError:  # created by a concurrent request a moment ago
+                program = Program.objects.get()
+    program.tenant = tenant
+    setattr(tenant, PROGRAM_CACHE, program)
+    return program
+
+
+def tier_ladder_get(tenant: Tenant) -> list[Tier]:
+    """The brand's tiers from the lowest threshold up."""
+    cached = getattr(tenant, LADDER_CACHE, None)
+    if cached is None:
+        with tenant_scope(tenant):
+            cached = list(Tier.objects.order_by("threshold"))
+        setattr(tenant, LADDER_CACHE, cached)
+    return cached
+
+
+def _ladder_changed(tenant: Tenant) -> None:
+    if hasattr(tenant, LADDER_CACHE):
+        delattr(tenant, LADDER_CACHE)
 
 
 @transaction.atomic
@@ -124,6 +150,7 @@ def tier_create(
         tier.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
         _check_ladder(tier)
         _save_unique(tier)
+        _ladder_changed(tenant)
         audit(tenant=tenant, actor=actor, action="tier.created", target=name)
     return tier
 
@@ -135,6 +162,7 @@ def tier_update(*, tier: Tier, actor: User | None = None, **changes) -> Tier:
     tier.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
     _check_ladder(tier)
     _save_unique(tier, fields=list(changes))
+    _ladder_changed(tier.tenant)
     audit(tenant=tier.tenant, actor=actor, action="tier.updated", target=tier.name)
     return tier
 
@@ -143,6 +171,7 @@ def tier_update(*, tier: Tier, actor: User | None = None, **changes) -> Tier:
 def tier_delete(*, tier: Tier, actor: User | None = None) -> None:
     """Members in the tier drop to no tier until their next qualifying activity."""
     audit(tenant=tier.tenant, actor=actor, action="tier.deleted", target=tier.name)
+    _ladder_changed(tier.tenant)
     tier.delete()
 
 

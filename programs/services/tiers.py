@@ -23,6 +23,7 @@ from dateutil.relativedelta import relativedelta
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
+from loyaltysms.tenancy.context import require_tenant
 from programs.models import (
     EntryKind,
     EntrySource,
@@ -36,12 +37,13 @@ from programs.models import (
     TierPeriod,
 )
 from programs.services.ledger import event_emit, local_midnight, tenant_zone
+from programs.services.program import tier_ladder_get
 
 ZERO = Decimal(0)
 
 
 def tier_ladder() -> list[Tier]:
-    return list(Tier.objects.order_by("threshold"))
+    return tier_ladder_get(require_tenant("tier ladder"))
 
 
 def period_start(tier: Tier, member_tenant, now: datetime) -> datetime | None:
