@@ -209,30 +209,31 @@ class OrdersApi(TenantAPIView):
     def post(self, request):
         data = _valid(s.OrderSerializer, request)
         now = timezone.now()
-        with transaction.atomic():
-            recorded = order_services.order_record(
-                tenant=self.tenant,
-                order_id=data["order_id"],
-                member_external_id=data["member"],
-                subtotal=data["subtotal"],
-                currency=data["currency"],
-                placed_at=data.get("placed_at"),
-                now=now,
-            )
-            order = recorded.order
-            if not recorded.created and order.response is not None:
-                return stored_json(order.response, status.HTTP_200_OK)
+        program = program_services.program_get(self.tenant)
+
+        def respond(order) -> bytes:
             body = {
                 "order_id": order.order_id,
                 "points_awarded": order.points_awarded,
-                "points_pending": selectors.order_is_pending(
-                    order, program_services.program_get(self.tenant)
-                ),
+                "points_pending": selectors.order_is_pending(order, program),
                 "member": member_bodies(self.tenant, [order.member], now)[0],
             }
-            content = JSONRenderer().render(body)
-            order_services.order_store_response(order=order, body=content)
-        return stored_json(content, 201 if recorded.created else 200)
+            return JSONRenderer().render(body)
+
+        recorded = order_services.order_record(
+            tenant=self.tenant,
+            order_id=data["order_id"],
+            member_external_id=data["member"],
+            subtotal=data["subtotal"],
+            currency=data["currency"],
+            placed_at=data.get("placed_at"),
+            now=now,
+            respond=respond,
+        )
+        order = recorded.order
+        if order.response is None:  # recorded without the API (an import): answer afresh
+            order.response = respond(order)
+        return stored_json(order.response, 201 if recorded.created else 200)
 
 
 class OrderRefundsApi(TenantAPIView):

@@ -68,6 +68,16 @@ def event_emit(member: Member | None, kind: EventKind, now: datetime, **payload)
     return LoyaltyEvent.objects.create(member=member, kind=kind, payload=payload, created_at=now)
 
 
+def events_emit(member: Member, now: datetime, *events: tuple[EventKind, dict]) -> None:
+    """Several events of one change in one INSERT."""
+    LoyaltyEvent.objects.bulk_create(
+        LoyaltyEvent(
+            tenant_id=member.tenant_id, member=member, kind=kind, payload=payload, created_at=now
+        )
+        for kind, payload in events
+    )
+
+
 def _entry(
     member: Member,
     *,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
+from loyaltysms.db import insert_unless_exists
 from loyaltysms.models import Tenant, User
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import EntryKind, EntrySource, EventKind, Member, PointsEntry, SmsStatus
@@ -73,11 +74,8 @@ def member_upsert(*, tenant: Tenant, external_id: str, now: datetime, **profile)
             member = Member(tenant=tenant, external_id=external_id, enrolled_at=now)
             member.last_activity_at = now
             _apply(member, _profile_changes(member, profile))
-            try:
-                with transaction.atomic():
-                    member.save()
-                created = True
-            except IntegrityError:  # enrolled by a concurrent request that committed first
+            created = insert_unless_exists(member, conflict=("tenant", "external_id"))
+            if not created:  # enrolled by a concurrent request that committed first
                 member = Member.objects.get(external_id=external_id)
         if created:
             member_enrolled(member=member, now=now)

@@ -6,13 +6,15 @@ first request, finds the first row and gets its stored response; it never awards
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 
+from loyaltysms.db import insert_unless_exists
 from loyaltysms.models import Tenant
 from loyaltysms.problems import ProblemError
 from loyaltysms.tenancy.context import tenant_scope
@@ -30,6 +32,7 @@ from programs.models import (
 )
 from programs.services.ledger import (
     event_emit,
+    events_emit,
     member_lock,
     pending_mature,
     pending_reduce,
@@ -81,9 +84,10 @@ def order_record(
     currency: str,
     now: datetime,
     placed_at: datetime | None = None,
+    respond: Callable[[Order], bytes] | None = None,
 ) -> Recorded:
-    """Award an order's points once. The caller stores its response on the order (same
-    transaction) with order_store_response(), so a replay returns exactly that body."""
+    """Award an order's points once. `respond(order)` renders the API's answer, stored on the
+    order in the same transaction, so a replay returns exactly that body."""
     with tenant_scope(tenant):
         existing = Order.objects.filter(order_id=order_id).first()
         if existing is not None:
@@ -104,10 +108,7 @@ def order_record(
             currency=currency,
             placed_at=placed_at,
         )
-        try:
-            with transaction.atomic():
-                order.save()
-        except IntegrityError:
+        if not insert_unless_exists(order, conflict=("tenant", "order_id")):
             # A concurrent request inserted it first; the insert waited for it to commit.
             return Recorded(order=Order.objects.get(order_id=order_id), created=False)
 
@@ -137,34 +138,33 @@ def order_record(
         else:
             member.save(update_fields=[*stats, "last_activity_at", "updated_at"])
         order.points_awarded = points
-        order.save(update_fields=["points_awarded"])
-        event_emit(
-            member,
-            EventKind.ORDER_PLACED,
-            now,
-            order_id=order_id,
-            subtotal=str(subtotal),
-            currency=currency,
-            points=points,
-            pending=bool(pending and points),
-        )
-        if points > 0 and not pending:
-            event_emit(
-                member,
-                EventKind.POINTS_EARNED,
-                now,
-                points=points,
-                source="order",
-                order_id=order_id,
+        order.save(update_fields=["points_awarded"])  # tier rules and the answer read it
+        events = [
+            (
+                EventKind.ORDER_PLACED,
+                {
+                    "order_id": order_id,
+                    "subtotal": str(subtotal),
+                    "currency": currency,
+                    "points": points,
+                    "pending": bool(pending and points),
+                },
             )
+        ]
+        if points > 0 and not pending:
+            events.append(
+                (
+                    EventKind.POINTS_EARNED,
+                    {"points": points, "source": "order", "order_id": order_id},
+                )
+            )
+        events_emit(member, now, *events)
         tier_upgrade_check(member=member, now=now, reason=f"Order {order_id}")
         order.member = member
+        if respond is not None:
+            order.response = respond(order)
+            order.save(update_fields=["response"])
         return Recorded(order=order, created=True)
-
-
-def order_store_response(*, order: Order, body: bytes) -> None:
-    order.response = body
-    order.save(update_fields=["response"])
 
 
 class RefundTooLarge(ProblemError):
