@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 
 from django.db.models import F
 
+from loyaltysms.db import write_together
 from loyaltysms.models import Tenant, User
 from loyaltysms.problems import ProblemError
 from loyaltysms.tenancy.context import require_tenant
@@ -57,25 +58,16 @@ def lot_expires_at(program: Program, tenant: Tenant, available_at: datetime) -> 
     return local_midnight(tenant, local_day + timedelta(days=program.expiry_days + 1))
 
 
-def member_lock(member: Member) -> Member:
+def member_lock(member: Member, *, annotate: dict | None = None) -> Member:
     """Lock the member's row for the rest of the transaction and return it fresh."""
-    locked = Member.objects.select_for_update(of=("self",)).select_related("tier").get(pk=member.pk)
+    rows = Member.objects.select_for_update(of=("self",)).select_related("tier")
+    locked = rows.annotate(**annotate).get(pk=member.pk) if annotate else rows.get(pk=member.pk)
     locked.tenant = require_tenant("member_lock")  # the manager scoped the row to it
     return locked
 
 
 def event_emit(member: Member | None, kind: EventKind, now: datetime, **payload) -> LoyaltyEvent:
     return LoyaltyEvent.objects.create(member=member, kind=kind, payload=payload, created_at=now)
-
-
-def events_emit(member: Member, now: datetime, *events: tuple[EventKind, dict]) -> None:
-    """Several events of one change in one INSERT."""
-    LoyaltyEvent.objects.bulk_create(
-        LoyaltyEvent(
-            tenant_id=member.tenant_id, member=member, kind=kind, payload=payload, created_at=now
-        )
-        for kind, payload in events
-    )
 
 
 def _entry(
@@ -132,14 +124,21 @@ def points_credit(
     order: Order | None = None,
     pending_days: int = 0,
     save_also: tuple[str, ...] = (),
+    write_also: tuple[LoyaltyEvent, ...] = (),
+    update_also: tuple[tuple[object, list[str]], ...] = (),
 ) -> Credit:
-    """Open a lot of `points` for a locked member; with pending_days it matures later."""
+    """Open a lot of `points` for a locked member; with pending_days it matures later.
+
+    The lot, its earn entry and the member's new balance go to the database in one
+    statement, with whatever the caller adds: member fields it changed (`save_also`), rows
+    to insert (`write_also`) and rows to update (`update_also`).
+    """
     assert points > 0
     available_at = now + timedelta(days=pending_days)
-    # `save_also`: member fields the caller changed, written in the same UPDATE.
     expires_at = lot_expires_at(program, member.tenant, available_at)
     pending = pending_days > 0
-    lot = PointsLot.objects.create(
+    lot = PointsLot(
+        tenant_id=member.tenant_id,
         member=member,
         points=points,
         remaining=points,
@@ -155,20 +154,27 @@ def points_credit(
     if pending:
         member.points_pending += points
     else:
-        entry = _entry(
-            member,
+        member.points_balance += points
+        entry = PointsEntry(
+            tenant_id=member.tenant_id,
+            member=member,
             kind=kind,
             points=points,
-            reason=reason,
+            balance_after=member.points_balance,
+            reason=reason[:300],
             source=source,
-            now=now,
             source_ref=source_ref,
             actor=actor,
             bonus_key=bonus_key,
             expires_at=expires_at,
+            created_at=now,
         )
     member.last_activity_at = now
-    _save_points(member, "last_activity_at", *save_also)
+    member_fields = ["points_balance", "points_pending", "last_activity_at", *save_also]
+    write_together(
+        inserts=[lot, *([entry] if entry else []), *write_also],
+        updates=[(member, member_fields), *update_also],
+    )
     return Credit(lot=lot, entry=entry)
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import OuterRef, Q, Subquery
 
-from loyaltysms.db import insert_unless_exists
+from loyaltysms.db import insert_unless_exists, write_together
 from loyaltysms.models import Tenant
 from loyaltysms.problems import ProblemError
 from loyaltysms.tenancy.context import tenant_scope
@@ -22,6 +22,7 @@ from programs.models import (
     EntryKind,
     EntrySource,
     EventKind,
+    LoyaltyEvent,
     Member,
     MultiplierEvent,
     Order,
@@ -32,7 +33,6 @@ from programs.models import (
 )
 from programs.services.ledger import (
     event_emit,
-    events_emit,
     member_lock,
     pending_mature,
     pending_reduce,
@@ -50,17 +50,15 @@ ROUNDING_MODES = {
 }
 
 
-def order_multiplier(member: Member, placed_at: datetime) -> Decimal:
-    """The tier's perk times the best multiplier event running when the order was placed."""
+def order_multiplier(member: Member) -> Decimal:
+    """The tier's perk times the best multiplier event running when the order was placed
+    (fetched with the member's row lock as `event_multiplier`)."""
     tier_multiplier = member.tier.earn_multiplier if member.tier_id else Decimal(1)
-    events = MultiplierEvent.objects.filter(starts_at__lte=placed_at, ends_at__gt=placed_at)
-    events = events.filter(Q(tier__isnull=True) | Q(tier_id=member.tier_id))
-    best = max((event.multiplier for event in events), default=Decimal(1))
-    return tier_multiplier * best
+    return tier_multiplier * (member.event_multiplier or Decimal(1))
 
 
-def order_points(program: Program, member: Member, subtotal: Decimal, placed_at) -> int:
-    raw = subtotal * program.earn_rate * order_multiplier(member, placed_at)
+def order_points(program: Program, member: Member, subtotal: Decimal) -> int:
+    raw = subtotal * program.earn_rate * order_multiplier(member)
     return int(raw.to_integral_value(rounding=ROUNDING_MODES[Rounding(program.rounding)]))
 
 
@@ -89,21 +87,24 @@ def order_record(
     """Award an order's points once. `respond(order)` renders the API's answer, stored on the
     order in the same transaction, so a replay returns exactly that body."""
     with tenant_scope(tenant):
-        existing = Order.objects.filter(order_id=order_id).first()
-        if existing is not None:
-            return Recorded(order=existing, created=False)
+        order_pk, member_pk = _order_and_member_ids(tenant, order_id, member_external_id)
+        if order_pk is not None:
+            return Recorded(order=Order.objects.get(pk=order_pk), created=False)
         program = program_get(tenant)
         if currency != program.currency:
             raise CurrencyMismatch(
                 f"The program counts in {program.currency}; this order is in {currency}.",
                 errors={"currency": [f"must be {program.currency}"]},
             )
-        member = member_upsert(tenant=tenant, external_id=member_external_id, now=now).member
+        if member_pk is None:
+            member_pk = member_upsert(
+                tenant=tenant, external_id=member_external_id, now=now
+            ).member.pk
         placed_at = placed_at or now
         order = Order(
             tenant=tenant,
             order_id=order_id,
-            member=member,
+            member_id=member_pk,
             subtotal=subtotal,
             currency=currency,
             placed_at=placed_at,
@@ -112,9 +113,9 @@ def order_record(
             # A concurrent request inserted it first; the insert waited for it to commit.
             return Recorded(order=Order.objects.get(order_id=order_id), created=False)
 
-        member = member_lock(member)
+        member = _lock_with_multiplier(member_pk, placed_at)
         pending_mature(member=member, now=now)
-        points = order_points(program, member, subtotal, placed_at)
+        points = order_points(program, member, subtotal)
         pending = program.pending_days
         stats = ("orders_count", "lifetime_spend", "lifetime_points", "last_order_at")
         member.orders_count += 1
@@ -122,6 +123,32 @@ def order_record(
         member.lifetime_points += points
         member.last_order_at = max(member.last_order_at or placed_at, placed_at)
         member.last_activity_at = now
+        order.points_awarded = points  # tier rules and the answer read it from the row
+        events = [
+            LoyaltyEvent(
+                tenant=tenant,
+                member=member,
+                kind=EventKind.ORDER_PLACED,
+                created_at=now,
+                payload={
+                    "order_id": order_id,
+                    "subtotal": str(subtotal),
+                    "currency": currency,
+                    "points": points,
+                    "pending": bool(pending and points),
+                },
+            )
+        ]
+        if points > 0 and not pending:
+            events.append(
+                LoyaltyEvent(
+                    tenant=tenant,
+                    member=member,
+                    kind=EventKind.POINTS_EARNED,
+                    created_at=now,
+                    payload={"points": points, "source": "order", "order_id": order_id},
+                )
+            )
         if points > 0:
             points_credit(
                 member=member,
@@ -134,37 +161,45 @@ def order_record(
                 order=order,
                 pending_days=pending,
                 save_also=stats,
+                write_also=tuple(events),
+                update_also=((order, ["points_awarded"]),),
             )
         else:
-            member.save(update_fields=[*stats, "last_activity_at", "updated_at"])
-        order.points_awarded = points
-        order.save(update_fields=["points_awarded"])  # tier rules and the answer read it
-        events = [
-            (
-                EventKind.ORDER_PLACED,
-                {
-                    "order_id": order_id,
-                    "subtotal": str(subtotal),
-                    "currency": currency,
-                    "points": points,
-                    "pending": bool(pending and points),
-                },
+            write_together(
+                inserts=events,
+                updates=[(member, [*stats, "last_activity_at"]), (order, ["points_awarded"])],
             )
-        ]
-        if points > 0 and not pending:
-            events.append(
-                (
-                    EventKind.POINTS_EARNED,
-                    {"points": points, "source": "order", "order_id": order_id},
-                )
-            )
-        events_emit(member, now, *events)
         tier_upgrade_check(member=member, now=now, reason=f"Order {order_id}")
         order.member = member
         if respond is not None:
             order.response = respond(order)
             order.save(update_fields=["response"])
         return Recorded(order=order, created=True)
+
+
+def _order_and_member_ids(tenant: Tenant, order_id: str, external_id: str) -> tuple:
+    """Both lookups of an incoming order in one round trip."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT id FROM programs_order WHERE tenant_id = %s AND order_id = %s), "
+            "(SELECT id FROM programs_member WHERE tenant_id = %s AND external_id = %s)",
+            [tenant.pk, order_id, tenant.pk, external_id],
+        )
+        return cursor.fetchone()
+
+
+def _lock_with_multiplier(member_pk: int, placed_at: datetime) -> Member:
+    """member_lock(), also fetching the best multiplier event for the member's tier."""
+    events = MultiplierEvent.objects.filter(
+        Q(tier__isnull=True) | Q(tier_id=OuterRef("tier_id")),
+        starts_at__lte=placed_at,
+        ends_at__gt=placed_at,
+    ).order_by("-multiplier")
+    member = member_lock(
+        Member(pk=member_pk),
+        annotate={"event_multiplier": Subquery(events.values("multiplier")[:1])},
+    )
+    return member
 
 
 class RefundTooLarge(ProblemError):
