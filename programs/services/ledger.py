@@ -34,6 +34,7 @@ from programs.models import (
     PointsLot,
     Program,
 )
+from programs.services.program import tier_ladder_get
 
 
 class InsufficientPoints(ProblemError):
@@ -58,11 +59,29 @@ def lot_expires_at(program: Program, tenant: Tenant, available_at: datetime) -> 
     return local_midnight(tenant, local_day + timedelta(days=program.expiry_days + 1))
 
 
-def member_lock(member: Member, *, annotate: dict | None = None) -> Member:
-    """Lock the member's row for the rest of the transaction and return it fresh."""
-    rows = Member.objects.select_for_update(of=("self",)).select_related("tier")
-    locked = rows.annotate(**annotate).get(pk=member.pk) if annotate else rows.get(pk=member.pk)
-    locked.tenant = require_tenant("member_lock")  # the manager scoped the row to it
+_LOCK_MEMBER = (
+    "SELECT {columns}{extra} FROM programs_member WHERE id = %s AND tenant_id = %s FOR UPDATE"
+)
+
+
+def member_lock(member: Member, *, extra: str = "", params: tuple = ()) -> Member:
+    """Lock the member's row for the rest of the transaction and return it fresh.
+
+    Every ledger change calls this first, so it is one plain statement; `extra` adds computed
+    columns to it (as `, <sql> AS name`, with `params`) for callers that need them anyway.
+    """
+    tenant = require_tenant("member_lock")
+    columns = ", ".join(f.column for f in Member._meta.concrete_fields)
+    sql = _LOCK_MEMBER.format(columns=columns, extra=extra)
+    rows = list(Member.objects.raw(sql, [*params, member.pk, tenant.pk]))
+    if not rows:
+        raise Member.DoesNotExist(f"member {member.pk}")
+    locked = rows[0]
+    locked.tenant = tenant  # the query was scoped to it
+    if locked.tier_id is not None:
+        tiers = {tier.pk: tier for tier in tier_ladder_get(tenant)}
+        if locked.tier_id in tiers:
+            locked.tier = tiers[locked.tier_id]
     return locked
 
 

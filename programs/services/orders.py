@@ -12,7 +12,6 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
 
 from loyaltysms.db import insert_unless_exists, write_together
 from loyaltysms.models import Tenant
@@ -24,7 +23,6 @@ from programs.models import (
     EventKind,
     LoyaltyEvent,
     Member,
-    MultiplierEvent,
     Order,
     PointsLot,
     Program,
@@ -190,16 +188,12 @@ def _order_and_member_ids(tenant: Tenant, order_id: str, external_id: str) -> tu
 
 def _lock_with_multiplier(member_pk: int, placed_at: datetime) -> Member:
     """member_lock(), also fetching the best multiplier event for the member's tier."""
-    events = MultiplierEvent.objects.filter(
-        Q(tier__isnull=True) | Q(tier_id=OuterRef("tier_id")),
-        starts_at__lte=placed_at,
-        ends_at__gt=placed_at,
-    ).order_by("-multiplier")
-    member = member_lock(
-        Member(pk=member_pk),
-        annotate={"event_multiplier": Subquery(events.values("multiplier")[:1])},
+    best_event = (
+        ", (SELECT max(e.multiplier) FROM programs_multiplierevent e"
+        " WHERE e.tenant_id = programs_member.tenant_id AND e.starts_at <= %s AND e.ends_at > %s"
+        " AND (e.tier_id IS NULL OR e.tier_id = programs_member.tier_id)) AS event_multiplier"
     )
-    return member
+    return member_lock(Member(pk=member_pk), extra=best_event, params=(placed_at, placed_at))
 
 
 class RefundTooLarge(ProblemError):

@@ -5,6 +5,7 @@ Every change leaves an AuditEvent (who, what) in the same transaction.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -42,17 +43,29 @@ class Conflict(ProblemError):
     code = "conflict"
 
 
-# The program and the tier ladder are read by every order; they are kept on the Tenant
-# instance, which lives for one request or one task, and dropped when they change through it.
-PROGRAM_CACHE = "_loyalty_program"
-LADDER_CACHE = "_loyalty_ladder"
+# The program and the tier ladder are read by every order. Each process keeps them for a few
+# seconds; a change made in this process drops them at once, a change made in another process
+# is seen within SETTINGS_TTL. (Settings change rarely; orders arrive all the time.)
+SETTINGS_TTL = 5.0
+_programs: dict[int, tuple[float, Program]] = {}
+_ladders: dict[int, tuple[float, list[Tier]]] = {}
+
+
+def _fresh(cache: dict, tenant_id: int):
+    hit = cache.get(tenant_id)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
+def settings_changed(tenant: Tenant) -> None:
+    _programs.pop(tenant.pk, None)
+    _ladders.pop(tenant.pk, None)
 
 
 def program_get(tenant: Tenant) -> Program:
     """The brand's program; a brand without one gets the working default (1 point per unit)."""
-    cached = getattr(tenant, PROGRAM_CACHE, None)
-    if cached is not None:
-        return cached
+    program = _fresh(_programs, tenant.pk)
+    if program is not None:
+        return program
     with tenant_scope(tenant):
         program = Program.objects.filter().first()
         if program is None:
@@ -62,23 +75,18 @@ def program_get(tenant: Tenant) -> Program:
             except IntegrityError:  # created by a concurrent request a moment ago
                 program = Program.objects.get()
     program.tenant = tenant
-    setattr(tenant, PROGRAM_CACHE, program)
+    _programs[tenant.pk] = (time.monotonic() + SETTINGS_TTL, program)
     return program
 
 
 def tier_ladder_get(tenant: Tenant) -> list[Tier]:
     """The brand's tiers from the lowest threshold up."""
-    cached = getattr(tenant, LADDER_CACHE, None)
-    if cached is None:
+    ladder = _fresh(_ladders, tenant.pk)
+    if ladder is None:
         with tenant_scope(tenant):
-            cached = list(Tier.objects.order_by("threshold"))
-        setattr(tenant, LADDER_CACHE, cached)
-    return cached
-
-
-def _ladder_changed(tenant: Tenant) -> None:
-    if hasattr(tenant, LADDER_CACHE):
-        delattr(tenant, LADDER_CACHE)
+            ladder = list(Tier.objects.order_by("threshold"))
+        _ladders[tenant.pk] = (time.monotonic() + SETTINGS_TTL, ladder)
+    return ladder
 
 
 @transaction.atomic
@@ -87,6 +95,11 @@ def program_update(*, program: Program, actor: User | None = None, **changes) ->
     unknown = set(changes) - set(PROGRAM_FIELDS)
     if unknown:
         raise ValueError(f"not program settings: {sorted(unknown)}")
+    tenant = program.tenant
+    settings_changed(tenant)
+    # A fresh, locked copy: the shared cached one must never hold half-applied changes.
+    program = Program.objects.unscoped().select_for_update().get(pk=program.pk)
+    program.tenant = tenant
     for field, value in changes.items():
         setattr(program, field, value)
     if program.expiry_policy == ExpiryPolicy.NEVER:
@@ -95,6 +108,7 @@ def program_update(*, program: Program, actor: User | None = None, **changes) ->
         raise ValidationError({"expiry_days": ["Give the number of days before points expire."]})
     program.full_clean(exclude=["tenant"])
     program.save(update_fields=[*changes, "expiry_days", "updated_at"])
+    settings_changed(program.tenant)
     audit(
         tenant=program.tenant,
         actor=actor,
@@ -150,7 +164,7 @@ def tier_create(
         tier.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
         _check_ladder(tier)
         _save_unique(tier)
-        _ladder_changed(tenant)
+        settings_changed(tenant)
         audit(tenant=tenant, actor=actor, action="tier.created", target=name)
     return tier
 
@@ -162,7 +176,7 @@ def tier_update(*, tier: Tier, actor: User | None = None, **changes) -> Tier:
     tier.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
     _check_ladder(tier)
     _save_unique(tier, fields=list(changes))
-    _ladder_changed(tier.tenant)
+    settings_changed(tier.tenant)
     audit(tenant=tier.tenant, actor=actor, action="tier.updated", target=tier.name)
     return tier
 
@@ -171,7 +185,7 @@ def tier_update(*, tier: Tier, actor: User | None = None, **changes) -> Tier:
 def tier_delete(*, tier: Tier, actor: User | None = None) -> None:
     """Members in the tier drop to no tier until their next qualifying activity."""
     audit(tenant=tier.tenant, actor=actor, action="tier.deleted", target=tier.name)
-    _ladder_changed(tier.tenant)
+    settings_changed(tier.tenant)
     tier.delete()
 
 
