@@ -171,7 +171,11 @@ def order_record(
         order.member = member
         if respond is not None:
             order.response = respond(order)
-            order.save(update_fields=["response"])
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE programs_order SET response = %s WHERE id = %s",
+                    [order.response, order.pk],
+                )
         return Recorded(order=order, created=True)
 
 
