@@ -85,31 +85,31 @@ def order_record(
     """Award an order's points once. `respond(order)` renders the API's answer, stored on the
     order in the same transaction, so a replay returns exactly that body."""
     with tenant_scope(tenant):
-        order_pk, member_pk = _order_and_member_ids(tenant, order_id, member_external_id)
-        if order_pk is not None:
-            return Recorded(order=Order.objects.get(pk=order_pk), created=False)
-        program = program_get(tenant)
-        if currency != program.currency:
-            raise CurrencyMismatch(
-                f"The program counts in {program.currency}; this order is in {currency}.",
-                errors={"currency": [f"must be {program.currency}"]},
-            )
-        if member_pk is None:
-            member_pk = member_upsert(
-                tenant=tenant, external_id=member_external_id, now=now
-            ).member.pk
         placed_at = placed_at or now
         order = Order(
             tenant=tenant,
             order_id=order_id,
-            member_id=member_pk,
             subtotal=subtotal,
             currency=currency,
             placed_at=placed_at,
+            created_at=now,
         )
-        if not insert_unless_exists(order, conflict=("tenant", "order_id")):
-            # A concurrent request inserted it first; the insert waited for it to commit.
-            return Recorded(order=Order.objects.get(order_id=order_id), created=False)
+        existing_pk = _claim_order(order, member_external_id)
+        if existing_pk is not None:
+            return Recorded(order=Order.objects.get(pk=existing_pk), created=False)
+        program = program_get(tenant)
+        if currency != program.currency:  # raising rolls the claim back with the rest
+            raise CurrencyMismatch(
+                f"The program counts in {program.currency}; this order is in {currency}.",
+                errors={"currency": [f"must be {program.currency}"]},
+            )
+        if order.pk is None:  # a new member: enroll first, then claim the order id
+            upserted = member_upsert(tenant=tenant, external_id=member_external_id, now=now)
+            order.member_id = upserted.member.pk
+            if not insert_unless_exists(order, conflict=("tenant", "order_id")):
+                # A concurrent request inserted it first; the insert waited for it to commit.
+                return Recorded(order=Order.objects.get(order_id=order_id), created=False)
+        member_pk = order.member_id
 
         member = _lock_with_multiplier(member_pk, placed_at)
         pending_mature(member=member, now=now)
@@ -179,15 +179,55 @@ def order_record(
         return Recorded(order=order, created=True)
 
 
-def _order_and_member_ids(tenant: Tenant, order_id: str, external_id: str) -> tuple:
-    """Both lookups of an incoming order in one round trip."""
+_CLAIM_ORDER = """
+WITH member AS (
+    SELECT id FROM programs_member WHERE tenant_id = %(tenant)s AND external_id = %(member)s
+), claimed AS (
+    INSERT INTO programs_order
+        (tenant_id, order_id, member_id, subtotal, currency, placed_at, points_awarded,
+         refunded_amount, points_reversed, created_at)
+    SELECT %(tenant)s, %(order_id)s, member.id, %(subtotal)s, %(currency)s, %(placed_at)s, 0,
+           0, 0, %(created_at)s
+    FROM member
+    ON CONFLICT (tenant_id, order_id) DO NOTHING
+    RETURNING id, member_id
+)
+SELECT (SELECT id FROM claimed), (SELECT member_id FROM claimed), (SELECT id FROM member),
+       (SELECT id FROM programs_order WHERE tenant_id = %(tenant)s AND order_id = %(order_id)s)
+"""
+
+
+def _claim_order(order: Order, member_external_id: str) -> int | None:
+    """Insert the order for a known member in one round trip.
+
+    Returns the id of an order already recorded under this order_id (a replay), else None:
+    then order.pk is set when it was inserted, or left None when the member is new.
+    """
+    params = {
+        "tenant": order.tenant_id,
+        "member": member_external_id,
+        "order_id": order.order_id,
+        "subtotal": order.subtotal,
+        "currency": order.currency,
+        "placed_at": order.placed_at,
+        "created_at": order.created_at,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT (SELECT id FROM programs_order WHERE tenant_id = %s AND order_id = %s), "
-            "(SELECT id FROM programs_member WHERE tenant_id = %s AND external_id = %s)",
-            [tenant.pk, order_id, tenant.pk, external_id],
-        )
-        return cursor.fetchone()
+        cursor.execute(_CLAIM_ORDER, params)
+        claimed_pk, member_pk, known_member_pk, existing_pk = cursor.fetchone()
+        if claimed_pk is not None:
+            order.pk, order.member_id = claimed_pk, member_pk
+            order._state.adding = False
+            return None
+        if existing_pk is None and known_member_pk is not None:
+            # The insert waited for a concurrent one that committed after this statement's
+            # snapshot was taken: look again.
+            cursor.execute(
+                "SELECT id FROM programs_order WHERE tenant_id = %s AND order_id = %s",
+                [order.tenant_id, order.order_id],
+            )
+            existing_pk = cursor.fetchone()[0]
+    return existing_pk
 
 
 def _lock_with_multiplier(member_pk: int, placed_at: datetime) -> Member:
