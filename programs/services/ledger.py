@@ -59,30 +59,32 @@ def lot_expires_at(program: Program, tenant: Tenant, available_at: datetime) -> 
     return local_midnight(tenant, local_day + timedelta(days=program.expiry_days + 1))
 
 
+MEMBER_COLUMNS = ", ".join(f"programs_member.{f.column}" for f in Member._meta.concrete_fields)
 _LOCK_MEMBER = (
-    "SELECT {columns}{extra} FROM programs_member WHERE id = %s AND tenant_id = %s FOR UPDATE"
+    f"SELECT {MEMBER_COLUMNS} FROM programs_member WHERE id = %s AND tenant_id = %s FOR UPDATE"  # noqa: S608
 )
 
 
-def member_lock(member: Member, *, extra: str = "", params: tuple = ()) -> Member:
+def member_lock(member: Member) -> Member:
     """Lock the member's row for the rest of the transaction and return it fresh.
 
-    Every ledger change calls this first, so it is one plain statement; `extra` adds computed
-    columns to it (as `, <sql> AS name`, with `params`) for callers that need them anyway.
+    Every ledger change calls this first, so it is one plain statement.
     """
     tenant = require_tenant("member_lock")
-    columns = ", ".join(f.column for f in Member._meta.concrete_fields)
-    sql = _LOCK_MEMBER.format(columns=columns, extra=extra)
-    rows = list(Member.objects.raw(sql, [*params, member.pk, tenant.pk]))
+    rows = list(Member.objects.raw(_LOCK_MEMBER, [member.pk, tenant.pk]))
     if not rows:
         raise Member.DoesNotExist(f"member {member.pk}")
-    locked = rows[0]
-    locked.tenant = tenant  # the query was scoped to it
-    if locked.tier_id is not None:
+    return locked_member(rows[0], tenant)
+
+
+def locked_member(row: Member, tenant: Tenant) -> Member:
+    """A member row read FOR UPDATE by raw SQL, with its tenant and tier attached."""
+    row.tenant = tenant  # the query was scoped to it
+    if row.tier_id is not None:
         tiers = {tier.pk: tier for tier in tier_ladder_get(tenant)}
-        if locked.tier_id in tiers:
-            locked.tier = tiers[locked.tier_id]
-    return locked
+        if row.tier_id in tiers:
+            row.tier = tiers[row.tier_id]
+    return row
 
 
 def event_emit(member: Member | None, kind: EventKind, now: datetime, **payload) -> LoyaltyEvent:

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from loyaltysms.db import insert_unless_exists, write_together
 from loyaltysms.models import Tenant
 from loyaltysms.problems import ProblemError
-from loyaltysms.tenancy.context import tenant_scope
+from loyaltysms.tenancy.context import require_tenant, tenant_scope
 from programs.models import (
     EntryKind,
     EntrySource,
@@ -30,7 +30,9 @@ from programs.models import (
     Rounding,
 )
 from programs.services.ledger import (
+    MEMBER_COLUMNS,
     event_emit,
+    locked_member,
     member_lock,
     pending_mature,
     pending_reduce,
@@ -94,24 +96,25 @@ def order_record(
             placed_at=placed_at,
             created_at=now,
         )
-        existing_pk = _claim_order(order, member_external_id)
-        if existing_pk is not None:
-            return Recorded(order=Order.objects.get(pk=existing_pk), created=False)
+        claim = _claim_order(order, member_external_id)
+        if claim.existing_order_pk is not None:
+            return Recorded(order=Order.objects.get(pk=claim.existing_order_pk), created=False)
         program = program_get(tenant)
         if currency != program.currency:  # raising rolls the claim back with the rest
             raise CurrencyMismatch(
                 f"The program counts in {program.currency}; this order is in {currency}.",
                 errors={"currency": [f"must be {program.currency}"]},
             )
-        if order.pk is None:  # a new member: enroll first, then claim the order id
+        member = claim.member
+        if member is None:  # a new member: enroll, then claim the order id
             upserted = member_upsert(tenant=tenant, external_id=member_external_id, now=now)
             order.member_id = upserted.member.pk
             if not insert_unless_exists(order, conflict=("tenant", "order_id")):
                 # A concurrent request inserted it first; the insert waited for it to commit.
                 return Recorded(order=Order.objects.get(order_id=order_id), created=False)
-        member_pk = order.member_id
+            member = member_lock(upserted.member)
+            member.event_multiplier = _best_event_multiplier(member, placed_at)
 
-        member = _lock_with_multiplier(member_pk, placed_at)
         pending_mature(member=member, now=now)
         points = order_points(program, member, subtotal)
         pending = program.pending_days
@@ -179,30 +182,47 @@ def order_record(
         return Recorded(order=order, created=True)
 
 
-_CLAIM_ORDER = """
-WITH member AS (
-    SELECT id FROM programs_member WHERE tenant_id = %(tenant)s AND external_id = %(member)s
-), claimed AS (
+_BEST_EVENT = (
+    "(SELECT max(e.multiplier) FROM programs_multiplierevent e"
+    " WHERE e.tenant_id = programs_member.tenant_id"
+    " AND e.starts_at <= %(placed_at)s AND e.ends_at > %(placed_at)s"
+    " AND (e.tier_id IS NULL OR e.tier_id = programs_member.tier_id))"
+)
+
+# Insert the order for a known member and lock that member, in one round trip. The order row
+# goes in first (a racing duplicate waits on it and gets nothing back, holding no lock), then
+# the member is locked: the same order as every other ledger write.
+_CLAIM_ORDER = f"""
+WITH claimed AS (
     INSERT INTO programs_order
         (tenant_id, order_id, member_id, subtotal, currency, placed_at, points_awarded,
          refunded_amount, points_reversed, created_at)
-    SELECT %(tenant)s, %(order_id)s, member.id, %(subtotal)s, %(currency)s, %(placed_at)s, 0,
-           0, 0, %(created_at)s
-    FROM member
+    SELECT %(tenant)s, %(order_id)s, m.id, %(subtotal)s, %(currency)s, %(placed_at)s, 0, 0, 0,
+           %(created_at)s
+    FROM programs_member m WHERE m.tenant_id = %(tenant)s AND m.external_id = %(member)s
     ON CONFLICT (tenant_id, order_id) DO NOTHING
     RETURNING id, member_id
 )
-SELECT (SELECT id FROM claimed), (SELECT member_id FROM claimed), (SELECT id FROM member),
-       (SELECT id FROM programs_order WHERE tenant_id = %(tenant)s AND order_id = %(order_id)s)
+SELECT {MEMBER_COLUMNS}, claimed.id AS claimed_order_id, {_BEST_EVENT} AS event_multiplier
+FROM programs_member JOIN claimed ON programs_member.id = claimed.member_id
+FOR UPDATE OF programs_member
 """
 
+_FIND = (
+    "SELECT (SELECT id FROM programs_order WHERE tenant_id = %(tenant)s"
+    " AND order_id = %(order_id)s),"
+    " (SELECT id FROM programs_member WHERE tenant_id = %(tenant)s AND external_id = %(member)s)"
+)
 
-def _claim_order(order: Order, member_external_id: str) -> int | None:
-    """Insert the order for a known member in one round trip.
 
-    Returns the id of an order already recorded under this order_id (a replay), else None:
-    then order.pk is set when it was inserted, or left None when the member is new.
-    """
+@dataclass(frozen=True)
+class Claim:
+    member: Member | None  # locked, when the order was inserted
+    existing_order_pk: int | None  # the order recorded before under this order_id
+
+
+def _claim_order(order: Order, member_external_id: str) -> Claim:
+    tenant = require_tenant("order claim")
     params = {
         "tenant": order.tenant_id,
         "member": member_external_id,
@@ -212,32 +232,27 @@ def _claim_order(order: Order, member_external_id: str) -> int | None:
         "placed_at": order.placed_at,
         "created_at": order.created_at,
     }
+    rows = list(Member.objects.raw(_CLAIM_ORDER, params))
+    if rows:
+        member = locked_member(rows[0], tenant)
+        order.pk, order.member_id = member.claimed_order_id, member.pk
+        order._state.adding = False
+        return Claim(member=member, existing_order_pk=None)
+    # Nothing inserted: a replay (maybe of a request that committed a moment ago, which the
+    # insert waited for), or a member we don't know yet.
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_ORDER, params)
-        claimed_pk, member_pk, known_member_pk, existing_pk = cursor.fetchone()
-        if claimed_pk is not None:
-            order.pk, order.member_id = claimed_pk, member_pk
-            order._state.adding = False
-            return None
-        if existing_pk is None and known_member_pk is not None:
-            # The insert waited for a concurrent one that committed after this statement's
-            # snapshot was taken: look again.
-            cursor.execute(
-                "SELECT id FROM programs_order WHERE tenant_id = %s AND order_id = %s",
-                [order.tenant_id, order.order_id],
-            )
-            existing_pk = cursor.fetchone()[0]
-    return existing_pk
+        cursor.execute(_FIND, params)
+        existing_pk, _ = cursor.fetchone()
+    return Claim(member=None, existing_order_pk=existing_pk)
 
 
-def _lock_with_multiplier(member_pk: int, placed_at: datetime) -> Member:
-    """member_lock(), also fetching the best multiplier event for the member's tier."""
-    best_event = (
-        ", (SELECT max(e.multiplier) FROM programs_multiplierevent e"
-        " WHERE e.tenant_id = programs_member.tenant_id AND e.starts_at <= %s AND e.ends_at > %s"
-        " AND (e.tier_id IS NULL OR e.tier_id = programs_member.tier_id)) AS event_multiplier"
-    )
-    return member_lock(Member(pk=member_pk), extra=best_event, params=(placed_at, placed_at))
+def _best_event_multiplier(member: Member, placed_at: datetime) -> Decimal | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_BEST_EVENT} FROM programs_member WHERE id = %(member)s",
+            {"member": member.pk, "placed_at": placed_at},
+        )
+        return cursor.fetchone()[0]
 
 
 class RefundTooLarge(ProblemError):
