@@ -122,7 +122,9 @@ class Membership(models.Model):
 class TenantOwnedModel(models.Model):
     """Base of every tenant-owned table: a tenant FK and a manager that fails closed."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: every tenant-owned table has tenant_id first in its main indexes
+    # (architecture.md), and one more index per table would cost every insert and update.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
 
     objects = TenantManager()
 

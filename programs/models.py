@@ -1,5 +1,8 @@
 """The loyalty engine's tables: program, tiers, members, the points ledger, orders, rewards.
 
+Foreign keys to a member carry no index of their own where a (tenant, member, …) index
+exists: one index fewer per table is one write fewer per row on the hot paths.
+
 The ledger is the truth: every points movement is a PointsEntry with a reason and a source,
 and the member's balance is a denormalized copy that database constraints keep ≥ 0. Earned
 points live in lots (PointsLot) with what remains of them and when they expire; a debit
@@ -218,7 +221,9 @@ class EntrySource(models.TextChoices):
 class PointsEntry(TenantOwnedModel):
     """One movement of points. Append-only: a trigger refuses UPDATE (see the migration)."""
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="entries")
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="entries", db_index=False
+    )
     kind = models.CharField(max_length=8, choices=EntryKind.choices)
     points = models.IntegerField()
     balance_after = models.IntegerField()
@@ -258,14 +263,21 @@ class PointsLot(TenantOwnedModel):
     it counts in points_pending, not in the balance, and opens its earn entry when it matures.
     """
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="lots")
+    # member and order: no single-column indexes; the partial indexes below serve every read,
+    # and expiring a lot then touches no index but the primary key (see Meta).
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="lots", db_index=False
+    )
     points = models.IntegerField()
     remaining = models.IntegerField()
+    expired = models.IntegerField(default=0)  # what was left of it when it expired
     earned_at = models.DateTimeField()
     available_at = models.DateTimeField()
     matured = models.BooleanField(default=True)
     expires_at = models.DateTimeField(null=True, blank=True)
-    order = models.ForeignKey("Order", null=True, blank=True, on_delete=models.SET_NULL)
+    order = models.ForeignKey(
+        "Order", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     source = models.CharField(max_length=12, choices=EntrySource.choices)
     reason = models.CharField(max_length=300)
 
@@ -289,9 +301,9 @@ class PointsLot(TenantOwnedModel):
                 name="lot_open_by_expiry",
             ),
             models.Index(
-                fields=["tenant", "available_at"],
+                fields=["tenant", "member", "available_at"],
                 condition=Q(matured=False),
-                name="lot_pending_by_available",
+                name="lot_pending_by_member",
             ),
         ]
 
@@ -302,8 +314,12 @@ class PointsLot(TenantOwnedModel):
 class LotDebit(TenantOwnedModel):
     """How many points a debit entry took from which lot."""
 
-    entry = models.ForeignKey(PointsEntry, on_delete=models.CASCADE, related_name="debits")
-    lot = models.ForeignKey(PointsLot, on_delete=models.CASCADE, related_name="debits")
+    entry = models.ForeignKey(
+        PointsEntry, on_delete=models.CASCADE, related_name="debits", db_index=False
+    )
+    lot = models.ForeignKey(
+        PointsLot, on_delete=models.CASCADE, related_name="debits", db_index=False
+    )
     points = models.IntegerField(validators=[MinValueValidator(1)])
 
     class Meta:
@@ -314,7 +330,9 @@ class Order(TenantOwnedModel):
     """An order the storefront reported; its first API response is kept for replays."""
 
     order_id = models.CharField(max_length=255)
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="orders")
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="orders", db_index=False
+    )
     subtotal = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
     placed_at = models.DateTimeField()
@@ -383,6 +401,7 @@ class Reward(TenantOwnedModel):
         constraints = [
             models.CheckConstraint(condition=Q(points_cost__gte=1), name="reward_cost_gte_1"),
         ]
+        indexes = [models.Index(fields=["tenant", "points_cost"], name="reward_tenant_cost")]
 
     def __str__(self) -> str:
         return self.name
@@ -395,7 +414,9 @@ class RedemptionStatus(models.TextChoices):
 
 
 class Redemption(TenantOwnedModel):
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="redemptions")
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="redemptions", db_index=False
+    )
     reward = models.ForeignKey(Reward, on_delete=models.PROTECT)
     code = models.CharField(max_length=32)
     points_spent = models.IntegerField()
@@ -422,7 +443,9 @@ class Redemption(TenantOwnedModel):
 class TierChange(TenantOwnedModel):
     """Tier history: every move, up or down, with what the member had qualified with."""
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="tier_changes")
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="tier_changes", db_index=False
+    )
     from_tier = models.ForeignKey(
         Tier, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -453,7 +476,9 @@ class LoyaltyEvent(TenantOwnedModel):
     """The outbox: written in the same transaction as the change it reports."""
 
     kind = models.CharField(max_length=24, choices=EventKind.choices)
-    member = models.ForeignKey(Member, null=True, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(
+        Member, null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)

@@ -309,7 +309,8 @@ def refund_record(
     to_reverse = clawback_target(order, refunded_total) - order.points_reversed
     reason = f"Refund {refund_id} of order {order.order_id}"
     taken = 0
-    lot = PointsLot.objects.filter(order=order).first()
+    # Only a lot with points left matters; this also keeps the lookup on an index.
+    lot = PointsLot.objects.filter(member_id=order.member_id, order=order, remaining__gt=0).first()
     if to_reverse and lot is not None and not lot.matured:
         taken = pending_reduce(member=member, lot=lot, points=to_reverse)
     if to_reverse - taken > 0:

@@ -35,20 +35,19 @@ ORDER BY id FOR UPDATE
 
 # Expire what is left of the due lots of the locked members: one entry and one event per member.
 _EXPIRE = """
-WITH due AS (
-    SELECT id, member_id, remaining FROM programs_pointslot
+WITH zeroed AS (
+    UPDATE programs_pointslot SET expired = remaining, remaining = 0
     WHERE tenant_id = %(tenant)s AND member_id = ANY(%(ids)s) AND matured AND remaining > 0
       AND ({condition})
-), zeroed AS (
-    UPDATE programs_pointslot lot SET remaining = 0 FROM due WHERE lot.id = due.id
-    RETURNING due.member_id, due.remaining
+    RETURNING member_id, expired
 ), per_member AS (
-    SELECT member_id, sum(remaining)::int AS points, count(*) AS lots
+    SELECT member_id, sum(expired)::int AS points, count(*) AS lots
     FROM zeroed GROUP BY member_id
 ), members AS (
     UPDATE programs_member m
     SET points_balance = m.points_balance - p.points, updated_at = %(now)s
-    FROM per_member p WHERE m.id = p.member_id
+    FROM per_member p
+    WHERE m.id = p.member_id AND m.tenant_id = %(tenant)s AND m.id = ANY(%(ids)s)
     RETURNING m.id, m.points_balance, p.points, p.lots
 ), entries AS (
     INSERT INTO programs_pointsentry
@@ -86,7 +85,8 @@ WITH due AS (
     UPDATE programs_member m
     SET points_balance = m.points_balance + p.points,
         points_pending = m.points_pending - p.points, updated_at = %(now)s
-    FROM per_member p WHERE m.id = p.member_id
+    FROM per_member p
+    WHERE m.id = p.member_id AND m.tenant_id = %(tenant)s AND m.id = ANY(%(ids)s)
     RETURNING m.id, m.points_balance - p.points AS balance_before, p.points
 ), entries AS (
     INSERT INTO programs_pointsentry
@@ -121,13 +121,14 @@ WITH candidates AS (
     SET points_balance = m.points_balance + %(points)s,
         lifetime_points = m.lifetime_points + %(points)s,
         last_activity_at = %(now)s, updated_at = %(now)s
-    FROM candidates c WHERE m.id = c.id
+    FROM candidates c
+    WHERE m.id = c.id AND m.tenant_id = %(tenant)s AND m.id = ANY(%(ids)s)
     RETURNING m.id, m.points_balance
 ), lots AS (
     INSERT INTO programs_pointslot
-        (tenant_id, member_id, points, remaining, earned_at, available_at, matured, expires_at,
-         source, reason)
-    SELECT %(tenant)s, id, %(points)s, %(points)s, %(now)s, %(now)s, TRUE, %(expires_at)s,
+        (tenant_id, member_id, points, remaining, expired, earned_at, available_at, matured,
+         expires_at, source, reason)
+    SELECT %(tenant)s, id, %(points)s, %(points)s, 0, %(now)s, %(now)s, TRUE, %(expires_at)s,
            'bonus', %(reason)s
     FROM members
 ), entries AS (
