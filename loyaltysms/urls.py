@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from loyaltysms import apis, errors, health, views
 from programs.urls import api_urlpatterns as programs_api
+from programs.urls import dashboard_urlpatterns as programs_dashboard
 
 api_v1 = [
     path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
@@ -28,6 +29,7 @@ urlpatterns = [
     ),
     path("settings/activity/", views.activity, name="settings_activity"),
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
+    *programs_dashboard,
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api_schema"),

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from programs import apis
+from programs import apis, views
 
 # External ids come from storefronts and may hold slashes ("gid://shopify/Customer/1"), so
 # member routes match any text; the specific suffixes are tried first.
@@ -52,4 +52,22 @@ api_urlpatterns = [
         apis.MultiplierEventDetailApi.as_view(),
         name="api_multiplier_event",
     ),
+]
+
+dashboard_urlpatterns = [
+    path("members/", views.members, name="members"),
+    path("members/import/", views.member_import, name="member_import"),
+    path("members/<int:member_id>/", views.member_detail, name="member_detail"),
+    path("members/<int:member_id>/adjust/", views.member_adjust, name="member_adjust"),
+    path("program/", views.program_settings, name="program_settings"),
+    path("program/events/", views.multiplier_event_create, name="multiplier_event_create"),
+    path(
+        "program/events/<int:event_id>/delete/",
+        views.multiplier_event_delete,
+        name="multiplier_event_delete",
+    ),
+    path("program/tiers/", views.tiers, name="program_tiers"),
+    path("program/tiers/<int:tier_id>/delete/", views.tier_delete, name="tier_delete"),
+    path("program/rewards/", views.rewards, name="program_rewards"),
+    path("program/rewards/<int:reward_id>/toggle/", views.reward_toggle, name="reward_toggle"),
 ]

@@ -24,7 +24,20 @@ def other_tenant_ids(brand) -> dict[str, dict]:
         tenant=tenant, email=f"new@{tenant.slug}.test", role=Role.VIEWER, invited_by=brand.owner
     ).invitation
     membership = Membership.objects.get(tenant=tenant, user=teammate)
+    loyalty = other_tenant_api_ids(brand)
+    from programs.models import Member, MultiplierEvent, Reward, Tier
+
+    with tenant_scope(tenant):
+        member = Member.objects.get(external_id=loyalty["api_member"]["external_id"])
+        event = MultiplierEvent.objects.get(pk=loyalty["api_multiplier_event"]["event_id"])
+        tier = Tier.objects.get(pk=loyalty["api_tier"]["tier_id"])
+        reward = Reward.objects.get(pk=loyalty["api_reward"]["reward_id"])
     return {
+        "member_detail": {"member_id": member.pk},
+        "member_adjust": {"member_id": member.pk},
+        "multiplier_event_delete": {"event_id": event.pk},
+        "tier_delete": {"tier_id": tier.pk},
+        "reward_toggle": {"reward_id": reward.pk},
         "api_key_revoke": {"api_key_id": api_key.pk},
         "member_role": {"membership_id": membership.pk},
         "member_remove": {"membership_id": membership.pk},
@@ -32,9 +45,18 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     }
 
 
+_api_ids: dict[int, dict] = {}  # tenant pk → ids; each test's brands are new (new pks)
+
+
 def other_tenant_api_ids(brand) -> dict[str, dict]:
     """For each API route with an id: the kwargs naming an object of `brand`, built with the
-    real services."""
+    real services (once per brand)."""
+    if brand.tenant.pk not in _api_ids:
+        _api_ids[brand.tenant.pk] = _make_api_objects(brand)
+    return _api_ids[brand.tenant.pk]
+
+
+def _make_api_objects(brand) -> dict[str, dict]:
     from datetime import timedelta
     from decimal import Decimal
 
@@ -84,6 +106,8 @@ def other_tenant_api_ids(brand) -> dict[str, dict]:
     }
 
 
+GET_ONLY = {"member_detail"}
+
 # Routes with a path argument that is not an object id of a brand.
 NOT_TENANT_IDS = {"invitation_accept"}  # an unguessable token, tested in test_dashboard
 
@@ -114,8 +138,8 @@ def test_other_tenants_ids_answer_404_on_every_dashboard_route(alice_brand, char
     client = signed_in(alice_brand.owner)
     for name, kwargs in other_tenant_ids(charlie_brand).items():
         response = getattr(client, method)(reverse(name, kwargs=kwargs))
-        # GET on a POST-only route is 405 before any lookup; POST must be 404.
-        expected = {404} if method == "post" else {404, 405}
+        # A method a route doesn't have is 405 before any lookup; otherwise it must be 404.
+        expected = {404} if method == "post" and name not in GET_ONLY else {404, 405}
         assert response.status_code in expected, (name, response.status_code)
     # And nothing of charlie's changed.
     with tenant_scope(charlie_brand.tenant):
@@ -131,7 +155,16 @@ def test_own_ids_work_on_the_same_routes(alice_brand):
         assert response.status_code == 302, name
 
 
-DASHBOARD_PAGES = ["home", "settings_api_keys", "settings_team", "settings_activity"]
+DASHBOARD_PAGES = [
+    "home",
+    "settings_api_keys",
+    "settings_team",
+    "settings_activity",
+    "members",
+    "program_settings",
+    "program_tiers",
+    "program_rewards",
+]
 
 
 def test_dashboard_pages_show_only_the_current_brand(alice_brand, charlie_brand):
@@ -190,7 +223,8 @@ def test_viewer_cannot_change_anything(alice_brand, vera):
     client = signed_in(vera)
     ids = other_tenant_ids(alice_brand)
     for name, kwargs in ids.items():
-        assert client.post(reverse(name, kwargs=kwargs)).status_code == 403, name
+        expected = 405 if name in GET_ONLY else 403
+        assert client.post(reverse(name, kwargs=kwargs)).status_code == expected, name
     assert client.get(reverse("settings_activity")).status_code == 403
 
 
