@@ -91,18 +91,18 @@ def main() -> int:
                     errors += result.errors
             bare_rate = harness.median(rates["bare"])
             order_rate = harness.median(rates["orders"])
+            # Each round measures both back to back: their ratio is robust to the drift of a
+            # shared machine, so the verdict uses the median of the per-round ratios.
+            paired = [o / b for o, b in zip(rates["orders"], rates["bare"], strict=True)]
             target = 0.7 * order_rate  # 70 % of the order endpoint's own capacity
-            paced = harness.open_loop(
-                port,
-                real,
-                rate=target,
-                seconds=args.seconds * 1.5,
-                clients=args.clients * 4,
-                start=next(offset),
-            )
-            errors += paced.errors
+            paced_args = dict(rate=target, seconds=args.seconds * 1.5, clients=args.clients * 4)
+            paced = harness.open_loop(port, real, start=next(offset), **paced_args)
+            # The same offered load on the bare endpoint: what the machine and the load
+            # generator add to any request's latency.
+            paced_bare = harness.open_loop(port, bare, start=next(offset), **paced_args)
+            errors += paced.errors + paced_bare.errors
 
-    ratio = order_rate / bare_rate
+    ratio = harness.median(paired)
     print(
         f"clients={args.clients} rounds={args.rounds} x {args.seconds:.0f}s, members={args.members}"
     )
@@ -116,10 +116,19 @@ def main() -> int:
         + ", ".join(f"{r:.0f}" for r in rates["orders"])
         + ")"
     )
-    print(f"ratio orders/bare      {ratio:8.1%}   goal ≥ 50 %")
     print(
-        f"orders at 70 % of their max ({target:.0f} req/s offered, {paced.rate:.0f} served): "
-        f"p50 {paced.percentile(50):.1f} ms, p99 {paced.percentile(99):.1f} ms   goal p99 < 50 ms"
+        f"ratio orders/bare      {ratio:8.1%}   median of per-round ratios ("
+        + ", ".join(f"{r:.0%}" for r in paired)
+        + ")   goal ≥ 50 %"
+    )
+    print(f"at {target:.0f} req/s offered (70 % of the orders maximum):")
+    print(
+        f"  POST /api/v1/orders  p50 {paced.percentile(50):6.1f} ms   "
+        f"p99 {paced.percentile(99):6.1f} ms   goal p99 < 50 ms"
+    )
+    print(
+        f"  bare endpoint        p50 {paced_bare.percentile(50):6.1f} ms   "
+        f"p99 {paced_bare.percentile(99):6.1f} ms   (reference)"
     )
     print(f"non-2xx answers: {errors}")
     return 1 if errors else 0
