@@ -148,3 +148,35 @@ def test_the_sweep_task_runs_in_the_brands_scope(alice_brand):
 
     result = sweep_program.apply(args=[alice_brand.tenant.pk]).get()
     assert set(result) == {"matured_entries", "expired_members", "birthday_bonuses", "tier_changes"}
+
+
+def test_rolling_12_months_reviews_a_year_after_the_tier_was_reached(brand):
+    program.tier_create(tenant=brand, name="Gold", threshold=Decimal(100), basis="spend",
+                        period="rolling_12_months")
+    reached = datetime(2026, 3, 10, 12, tzinfo=NY)
+    buy(brand, "o1", "120", reached)
+    member = Member.objects.get()
+    assert member.tier.name == "Gold"
+    assert member.tier_review_at == reached + timedelta(days=365)
+    # Before the review nothing moves, even though March 2026 is long past.
+    sweeps.tier_reviews_due(tenant=brand, now=reached + timedelta(days=300))
+    assert Member.objects.get().tier.name == "Gold"
+    # A purchase in the last 12 months keeps the tier at the review...
+    buy(brand, "o2", "100", reached + timedelta(days=200))
+    sweeps.tier_reviews_due(tenant=brand, now=reached + timedelta(days=366))
+    kept = Member.objects.get()
+    assert kept.tier.name == "Gold" and kept.tier_review_at > reached + timedelta(days=700)
+    # ...and without one the next review lowers it.
+    sweeps.tier_reviews_due(tenant=brand, now=reached + timedelta(days=366 * 2 + 1))
+    assert Member.objects.get().tier is None
+
+
+def test_lifetime_tiers_never_go_down(brand):
+    program.tier_create(tenant=brand, name="Founder", threshold=Decimal(50),
+                        basis="points_earned", period="lifetime")
+    order = buy(brand, "o1", "60", datetime(2020, 1, 1, tzinfo=NY))
+    orders.refund_record(order=order, refund_id="r1", amount=Decimal("60"),
+                         now=datetime(2020, 2, 1, tzinfo=NY))
+    sweeps.program_sweep(tenant=brand, now=datetime(2030, 1, 1, tzinfo=NY))
+    member = Member.objects.get()
+    assert member.tier.name == "Founder" and member.tier_review_at is None
