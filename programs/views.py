@@ -250,29 +250,34 @@ def multiplier_event_delete(request, event_id: int):
     return redirect("program_settings")
 
 
-@require_http_methods(["GET", "POST"])
-@tenant_view(write=Role.ADMIN)
-def tiers(request):
-    ladder = program_services.tier_ladder_get(request.tenant)
-    form = forms.TierForm(request.POST or None, ladder=ladder)
+def _create_page(request, form, create, *, template: str, tab: str, done: str):
+    """A settings page listing things with a form that adds one through `create(**data)`."""
     if request.method == "POST" and form.is_valid():
         try:
-            tier = program_services.tier_create(
-                tenant=request.tenant, actor=request.user, **form.cleaned_data
-            )
+            created = create(tenant=request.tenant, actor=request.user, **form.cleaned_data)
         except ProblemError as error:
             _problem_to_form(form, error)
         except ValidationError as error:
             _form_errors(form, error)
         else:
-            messages.success(request, f"Added the {tier.name} tier.")
-            return redirect("program_tiers")
+            messages.success(request, f"Added {created.name}.")
+            return redirect(done)
     return _settings_page(
+        request, template, form=form, program_tab=tab, status=422 if form.errors else 200
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view(write=Role.ADMIN)
+def tiers(request):
+    ladder = program_services.tier_ladder_get(request.tenant)
+    return _create_page(
         request,
-        "programs/tiers.html",
-        form=form,
-        program_tab="tiers",
-        status=422 if form.errors else 200,
+        forms.TierForm(request.POST or None, ladder=ladder),
+        program_services.tier_create,
+        template="programs/tiers.html",
+        tab="tiers",
+        done="program_tiers",
     )
 
 
@@ -288,23 +293,13 @@ def tier_delete(request, tier_id: int):
 @require_http_methods(["GET", "POST"])
 @tenant_view(write=Role.ADMIN)
 def rewards(request):
-    form = forms.RewardForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            reward = program_services.reward_create(
-                tenant=request.tenant, actor=request.user, **form.cleaned_data
-            )
-        except ValidationError as error:
-            _form_errors(form, error)
-        else:
-            messages.success(request, f"Added {reward.name}.")
-            return redirect("program_rewards")
-    return _settings_page(
+    return _create_page(
         request,
-        "programs/rewards.html",
-        form=form,
-        program_tab="rewards",
-        status=422 if form.errors else 200,
+        forms.RewardForm(request.POST or None),
+        program_services.reward_create,
+        template="programs/rewards.html",
+        tab="rewards",
+        done="program_rewards",
     )
 
 

@@ -91,7 +91,7 @@ def event_emit(member: Member | None, kind: EventKind, now: datetime, **payload)
     return LoyaltyEvent.objects.create(member=member, kind=kind, payload=payload, created_at=now)
 
 
-def _entry(
+def _new_entry(
     member: Member,
     *,
     kind: EntryKind,
@@ -104,8 +104,10 @@ def _entry(
     bonus_key: str | None = None,
     expires_at: datetime | None = None,
 ) -> PointsEntry:
+    """The entry for a movement of a locked member's balance (moved here), not saved yet."""
     member.points_balance += points
-    return PointsEntry.objects.create(
+    return PointsEntry(
+        tenant_id=member.tenant_id,
         member=member,
         kind=kind,
         points=points,
@@ -118,6 +120,12 @@ def _entry(
         expires_at=expires_at,
         created_at=now,
     )
+
+
+def _entry(member: Member, **fields) -> PointsEntry:
+    entry = _new_entry(member, **fields)
+    entry.save()
+    return entry
 
 
 def _save_points(member: Member, *extra_fields: str) -> None:
@@ -175,20 +183,17 @@ def points_credit(
     if pending:
         member.points_pending += points
     else:
-        member.points_balance += points
-        entry = PointsEntry(
-            tenant_id=member.tenant_id,
-            member=member,
+        entry = _new_entry(
+            member,
             kind=kind,
             points=points,
-            balance_after=member.points_balance,
-            reason=reason[:300],
+            reason=reason,
             source=source,
+            now=now,
             source_ref=source_ref,
             actor=actor,
             bonus_key=bonus_key,
             expires_at=expires_at,
-            created_at=now,
         )
     member.last_activity_at = now
     member_fields = ["points_balance", "points_pending", "last_activity_at", *save_also]
