@@ -211,12 +211,22 @@ class OrdersApi(TenantAPIView):
         now = timezone.now()
         program = program_services.program_get(self.tenant)
 
-        def respond(order) -> bytes:
+        def respond(order, qualifying_value=None, new_lot=None) -> bytes:
+            member = order.member
+            context = selectors.member_context(
+                self.tenant,
+                [member],
+                now,
+                qualifying=None if qualifying_value is None else {member.pk: qualifying_value},
+                unsaved_lots=[new_lot] if new_lot else [],
+            )
             body = {
                 "order_id": order.order_id,
                 "points_awarded": order.points_awarded,
                 "points_pending": selectors.order_is_pending(order, program),
-                "member": member_bodies(self.tenant, [order.member], now)[0],
+                "member": s.MemberSerializer(
+                    member, context={"tenant": self.tenant, "member_context": context}
+                ).data,
             }
             return JSONRenderer().render(body)
 

@@ -129,23 +129,36 @@ class MemberContext:
     expiring: dict[int, list[dict]]
 
 
-def member_context(tenant: Tenant, members: Sequence[Member], now: datetime) -> MemberContext:
+def member_context(
+    tenant: Tenant,
+    members: Sequence[Member],
+    now: datetime,
+    *,
+    qualifying: dict | None = None,
+    unsaved_lots: Sequence[PointsLot] = (),
+) -> MemberContext:
+    """What Member bodies need, for a page of members in a few queries. A caller answering
+    before its own writes passes what the database doesn't hold yet: the members' qualifying
+    values and the lots being opened."""
     with tenant_scope(tenant):
         program = program_get(tenant)
         ladder = tier_ladder()
-        qualifying = {}
-        if ladder:
-            start = period_start(ladder[0], tenant, now)
-            qualifying = qualifying_values(members, ladder[0], start=start, end=now)
+        if qualifying is None:
+            qualifying = {}
+            if ladder:
+                start = period_start(ladder[0], tenant, now)
+                qualifying = qualifying_values(members, ladder[0], start=start, end=now)
         return MemberContext(
             program=program,
             ladder=ladder,
             qualifying=qualifying,
-            expiring=_expiring(program, members),
+            expiring=_expiring(program, members, unsaved_lots),
         )
 
 
-def _expiring(program: Program, members: Sequence[Member]) -> dict[int, list[dict]]:
+def _expiring(
+    program: Program, members: Sequence[Member], unsaved_lots: Sequence[PointsLot]
+) -> dict[int, list[dict]]:
     result: dict[int, list[dict]] = defaultdict(list)
     if program.expiry_policy == ExpiryPolicy.INACTIVITY:
         for member in members:
@@ -164,10 +177,16 @@ def _expiring(program: Program, members: Sequence[Member]) -> dict[int, list[dic
             .annotate(points=Sum("remaining"))
             .order_by("member_id", "expires_at")
         )
+        sums: dict[tuple[int, datetime], int] = defaultdict(int)
         for row in rows:
-            if len(result[row["member_id"]]) < EXPIRING_SHOWN:
-                result[row["member_id"]].append(
-                    {"points": row["points"], "expires_at": row["expires_at"]}
+            sums[row["member_id"], row["expires_at"]] += row["points"]
+        for lot in unsaved_lots:
+            if lot.matured and lot.remaining > 0 and lot.expires_at is not None:
+                sums[lot.member_id, lot.expires_at] += lot.remaining
+        for member_id, expires_at in sorted(sums):
+            if len(result[member_id]) < EXPIRING_SHOWN:
+                result[member_id].append(
+                    {"points": sums[member_id, expires_at], "expires_at": expires_at}
                 )
     return result
 

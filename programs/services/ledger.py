@@ -137,8 +137,24 @@ class Credit:
     lot: PointsLot
     entry: PointsEntry | None  # None while the lot is pending
 
+    @property
+    def rows(self) -> list:
+        return [self.lot, *([self.entry] if self.entry else [])]
 
-def points_credit(
+
+def points_credit(*, save_also: tuple[str, ...] = (), **plan) -> Credit:
+    """Open a lot of `points` for a locked member (see credit_plan) and write it, its earn
+    entry and the member's new balance in one statement."""
+    credit = credit_plan(**plan)
+    member = plan["member"]
+    write_together(inserts=credit.rows, updates=[(member, [*CREDIT_FIELDS, *save_also])])
+    return credit
+
+
+CREDIT_FIELDS = ("points_balance", "points_pending", "last_activity_at")
+
+
+def credit_plan(
     *,
     member: Member,
     program: Program,
@@ -152,16 +168,10 @@ def points_credit(
     bonus_key: str | None = None,
     order: Order | None = None,
     pending_days: int = 0,
-    save_also: tuple[str, ...] = (),
-    write_also: tuple[LoyaltyEvent, ...] = (),
-    update_also: tuple[tuple[object, list[str]], ...] = (),
 ) -> Credit:
-    """Open a lot of `points` for a locked member; with pending_days it matures later.
-
-    The lot, its earn entry and the member's new balance go to the database in one
-    statement, with whatever the caller adds: member fields it changed (`save_also`), rows
-    to insert (`write_also`) and rows to update (`update_also`).
-    """
+    """A lot of `points` for a locked member, and its earn entry, not written yet; the
+    member's balance (or, with pending_days, its pending points) moved in memory. The caller
+    writes them with the member's CREDIT_FIELDS."""
     assert points > 0
     available_at = now + timedelta(days=pending_days)
     expires_at = lot_expires_at(program, member.tenant, available_at)
@@ -196,11 +206,6 @@ def points_credit(
             expires_at=expires_at,
         )
     member.last_activity_at = now
-    member_fields = ["points_balance", "points_pending", "last_activity_at", *save_also]
-    write_together(
-        inserts=[lot, *([entry] if entry else []), *write_also],
-        updates=[(member, member_fields), *update_also],
-    )
     return Credit(lot=lot, entry=entry)
 
 

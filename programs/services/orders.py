@@ -28,20 +28,27 @@ from programs.models import (
     Program,
     Refund,
     Rounding,
+    TierBasis,
 )
 from programs.services.ledger import (
+    CREDIT_FIELDS,
     MEMBER_COLUMNS,
+    credit_plan,
     event_emit,
     locked_member,
     member_lock,
     pending_mature,
     pending_reduce,
-    points_credit,
     points_debit,
 )
 from programs.services.members import member_upsert
 from programs.services.program import program_get
-from programs.services.tiers import tier_upgrade_check
+from programs.services.tiers import (
+    period_start,
+    qualifying_value,
+    tier_ladder,
+    tier_upgrade_rows,
+)
 
 ROUNDING_MODES = {
     Rounding.FLOOR: ROUND_FLOOR,
@@ -82,10 +89,14 @@ def order_record(
     currency: str,
     now: datetime,
     placed_at: datetime | None = None,
-    respond: Callable[[Order], bytes] | None = None,
+    respond: Callable[[Order, Decimal | None, PointsLot | None], bytes] | None = None,
 ) -> Recorded:
-    """Award an order's points once. `respond(order)` renders the API's answer, stored on the
-    order in the same transaction, so a replay returns exactly that body."""
+    """Award an order's points once.
+
+    `respond(order, qualifying_value, new_lot)` renders the API's answer before anything is
+    written (it gets what the database doesn't hold yet: the member's qualifying value with
+    this order, and the new lot), so the order, its points, its events, a tier change and the
+    stored answer all go in one statement; a replay returns exactly that body."""
     with tenant_scope(tenant):
         placed_at = placed_at or now
         order = Order(
@@ -150,8 +161,9 @@ def order_record(
                     payload={"points": points, "source": "order", "order_id": order_id},
                 )
             )
+        credit = None
         if points > 0:
-            points_credit(
+            credit = credit_plan(
                 member=member,
                 program=program,
                 points=points,
@@ -161,24 +173,17 @@ def order_record(
                 source_ref=order_id,
                 order=order,
                 pending_days=pending,
-                save_also=stats,
-                write_also=tuple(events),
-                update_also=((order, ["points_awarded"]),),
             )
-        else:
-            write_together(
-                inserts=events,
-                updates=[(member, [*stats, "last_activity_at"]), (order, ["points_awarded"])],
-            )
-        tier_upgrade_check(member=member, now=now, reason=f"Order {order_id}")
+        tier_rows, value = _tier_upgrade(member, order, now)
         order.member = member
-        if respond is not None:
-            order.response = respond(order)
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "UPDATE programs_order SET response = %s WHERE id = %s",
-                    [order.response, order.pk],
-                )
+        order.response = respond(order, value, credit.lot if credit else None) if respond else None
+        write_together(
+            inserts=[*(credit.rows if credit else ()), *events, *tier_rows],
+            updates=[
+                (member, [*CREDIT_FIELDS, *stats, "tier", "tier_review_at"]),
+                (order, ["points_awarded", "response"]),
+            ],
+        )
         return Recorded(order=order, created=True)
 
 
@@ -219,6 +224,23 @@ _FIND = (
 class Claim:
     member: Member | None  # locked, when the order was inserted
     existing_order_pk: int | None  # the order recorded before under this order_id
+
+
+def _tier_upgrade(member: Member, order: Order, now: datetime) -> tuple[list, Decimal | None]:
+    """The tier move this order causes, before its points are in the order's row."""
+    ladder = tier_ladder()
+    if not ladder:
+        return [], None
+    rule = ladder[0]
+    value = qualifying_value(member, rule, now)  # the order's row is in, with no points yet
+    start = period_start(rule, member.tenant, now)
+    counted = (start is None or order.placed_at >= start) and order.placed_at <= now
+    if rule.basis == TierBasis.POINTS_EARNED and counted:
+        value += order.points_awarded
+    rows = tier_upgrade_rows(
+        member=member, ladder=ladder, value=value, now=now, reason=f"Order {order.order_id}"
+    )
+    return rows, value
 
 
 def _claim_order(order: Order, member_external_id: str) -> Claim:

@@ -23,11 +23,13 @@ from dateutil.relativedelta import relativedelta
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
+from loyaltysms.db import write_together
 from loyaltysms.tenancy.context import require_tenant
 from programs.models import (
     EntryKind,
     EntrySource,
     EventKind,
+    LoyaltyEvent,
     Member,
     Order,
     PointsEntry,
@@ -36,7 +38,7 @@ from programs.models import (
     TierChange,
     TierPeriod,
 )
-from programs.services.ledger import event_emit, local_midnight, tenant_zone
+from programs.services.ledger import local_midnight, tenant_zone
 from programs.services.program import tier_ladder_get
 
 ZERO = Decimal(0)
@@ -110,28 +112,50 @@ def next_review(tier: Tier, member_tenant, now: datetime) -> datetime | None:
 
 def _move(
     member: Member, ladder, to: Tier | None, *, value: Decimal, reason: str, now: datetime
-) -> None:
+) -> list:
+    """Move the member to `to` in memory; the tier-history row and the event to write."""
     up = _rank(ladder, to) > _rank(ladder, member.tier)
-    TierChange.objects.create(
-        member=member,
-        from_tier=member.tier,
-        to_tier=to,
-        direction="up" if up else "down",
-        qualifying_value=value,
-        reason=reason,
-        created_at=now,
-    )
-    event_emit(
-        member,
-        EventKind.TIER_CHANGED,
-        now,
-        direction="up" if up else "down",
-        from_tier=member.tier.name if member.tier else None,
-        to_tier=to.name if to else None,
-        from_tier_id=member.tier_id,
-        to_tier_id=to.pk if to else None,
-    )
+    direction = "up" if up else "down"
+    rows = [
+        TierChange(
+            tenant_id=member.tenant_id,
+            member=member,
+            from_tier=member.tier,
+            to_tier=to,
+            direction=direction,
+            qualifying_value=value,
+            reason=reason,
+            created_at=now,
+        ),
+        LoyaltyEvent(
+            tenant_id=member.tenant_id,
+            member=member,
+            kind=EventKind.TIER_CHANGED,
+            created_at=now,
+            payload={
+                "direction": direction,
+                "from_tier": member.tier.name if member.tier else None,
+                "to_tier": to.name if to else None,
+                "from_tier_id": member.tier_id,
+                "to_tier_id": to.pk if to else None,
+            },
+        ),
+    ]
     member.tier = to
+    return rows
+
+
+def tier_upgrade_rows(
+    *, member: Member, ladder: list[Tier], value: Decimal, now: datetime, reason: str
+) -> list:
+    """Move a locked member up in memory if `value` (the current period's) reaches a higher
+    tier; the rows to write with the member's `tier` and `tier_review_at`."""
+    target = tier_for(ladder, value)
+    if _rank(ladder, target) <= _rank(ladder, member.tier):
+        return []
+    rows = _move(member, ladder, target, value=value, reason=reason, now=now)
+    member.tier_review_at = next_review(target, member.tenant, now)
+    return rows
 
 
 def tier_upgrade_check(*, member: Member, now: datetime, reason: str) -> bool:
@@ -140,13 +164,10 @@ def tier_upgrade_check(*, member: Member, now: datetime, reason: str) -> bool:
     if not ladder:
         return False
     value = qualifying_value(member, ladder[0], now)
-    target = tier_for(ladder, value)
-    if _rank(ladder, target) <= _rank(ladder, member.tier):
-        return False
-    _move(member, ladder, target, value=value, reason=reason, now=now)
-    member.tier_review_at = next_review(target, member.tenant, now)
-    member.save(update_fields=["tier", "tier_review_at", "updated_at"])
-    return True
+    rows = tier_upgrade_rows(member=member, ladder=ladder, value=value, now=now, reason=reason)
+    if rows:
+        write_together(inserts=rows, updates=[(member, ["tier", "tier_review_at"])])
+    return bool(rows)
 
 
 def tier_review(*, member: Member, now: datetime) -> bool:
@@ -170,10 +191,11 @@ def tier_review(*, member: Member, now: datetime) -> bool:
         value = qualifying_value(member, rule, now)
     target = tier_for(ladder, value)
     changed = target != member.tier
-    if changed:
-        _move(member, ladder, target, value=value, reason="Tier review", now=now)
+    rows = (
+        _move(member, ladder, target, value=value, reason="Tier review", now=now) if changed else []
+    )
     member.tier_review_at = next_review(rule, member.tenant, now) if target else None
-    member.save(update_fields=["tier", "tier_review_at", "updated_at"])
+    write_together(inserts=rows, updates=[(member, ["tier", "tier_review_at"])])
     return changed
 
 

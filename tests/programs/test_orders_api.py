@@ -147,3 +147,12 @@ def test_refund_input_errors(alice_api):
     assert_problem(
         alice_api.post("orders/o-1/refunds", {"refund_id": "r", "amount": "0"}), 400, "amount"
     )
+
+
+def test_the_order_answer_shows_its_own_lot_expiring(alice_api):
+    alice_api.patch("program", {"expiry_policy": "lot", "expiry_days": 30})
+    first = order(alice_api, order_id="a", subtotal="10.00").json()["member"]
+    assert [row["points"] for row in first["points_expiring"]] == [10]
+    second = order(alice_api, order_id="b", subtotal="5.00").json()["member"]
+    assert sum(row["points"] for row in second["points_expiring"]) == 15
+    assert second == alice_api.get("members/cust").json()  # the same as a fresh read

@@ -151,8 +151,9 @@ def test_the_sweep_task_runs_in_the_brands_scope(alice_brand):
 
 
 def test_rolling_12_months_reviews_a_year_after_the_tier_was_reached(brand):
-    program.tier_create(tenant=brand, name="Gold", threshold=Decimal(100), basis="spend",
-                        period="rolling_12_months")
+    program.tier_create(
+        tenant=brand, name="Gold", threshold=Decimal(100), basis="spend", period="rolling_12_months"
+    )
     reached = datetime(2026, 3, 10, 12, tzinfo=NY)
     buy(brand, "o1", "120", reached)
     member = Member.objects.get()
@@ -172,11 +173,17 @@ def test_rolling_12_months_reviews_a_year_after_the_tier_was_reached(brand):
 
 
 def test_lifetime_tiers_never_go_down(brand):
-    program.tier_create(tenant=brand, name="Founder", threshold=Decimal(50),
-                        basis="points_earned", period="lifetime")
+    program.tier_create(
+        tenant=brand,
+        name="Founder",
+        threshold=Decimal(50),
+        basis="points_earned",
+        period="lifetime",
+    )
     order = buy(brand, "o1", "60", datetime(2020, 1, 1, tzinfo=NY))
-    orders.refund_record(order=order, refund_id="r1", amount=Decimal("60"),
-                         now=datetime(2020, 2, 1, tzinfo=NY))
+    orders.refund_record(
+        order=order, refund_id="r1", amount=Decimal("60"), now=datetime(2020, 2, 1, tzinfo=NY)
+    )
     sweeps.program_sweep(tenant=brand, now=datetime(2030, 1, 1, tzinfo=NY))
     member = Member.objects.get()
     assert member.tier.name == "Founder" and member.tier_review_at is None
