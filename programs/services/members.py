@@ -7,11 +7,21 @@ from datetime import datetime
 
 from django.db import transaction
 
-from loyaltysms.db import insert_unless_exists
+from loyaltysms.db import insert_unless_exists, write_together
 from loyaltysms.models import Tenant, User
 from loyaltysms.tenancy.context import tenant_scope
-from programs.models import EntryKind, EntrySource, EventKind, Member, PointsEntry, SmsStatus
+from programs.models import (
+    EntryKind,
+    EntrySource,
+    EventKind,
+    LoyaltyEvent,
+    Member,
+    PointsEntry,
+    SmsStatus,
+)
 from programs.services.ledger import (
+    CREDIT_FIELDS,
+    credit_plan,
     event_emit,
     member_lock,
     pending_mature,
@@ -20,7 +30,7 @@ from programs.services.ledger import (
     tenant_zone,
 )
 from programs.services.program import program_get
-from programs.services.tiers import tier_upgrade_check
+from programs.services.tiers import tier_upgrade_before_write
 
 PROFILE_FIELDS = ("phone", "email", "first_name", "last_name", "timezone", "tags")
 
@@ -126,7 +136,7 @@ def bonus_award(*, member: Member, kind: str, now: datetime) -> PointsEntry | No
     if PointsEntry.objects.filter(member=member, bonus_key=key).exists():
         return None
     pending_mature(member=member, now=now)
-    credit = points_credit(
+    credit = credit_plan(
         member=member,
         program=program,
         points=points,
@@ -137,9 +147,20 @@ def bonus_award(*, member: Member, kind: str, now: datetime) -> PointsEntry | No
         bonus_key=key,
     )
     member.lifetime_points += points
-    member.save(update_fields=["lifetime_points"])
-    event_emit(member, EventKind.POINTS_EARNED, now, points=points, source="bonus", bonus=key)
-    tier_upgrade_check(member=member, now=now, reason=BONUS_REASONS[kind])
+    event = LoyaltyEvent(
+        tenant_id=member.tenant_id,
+        member=member,
+        kind=EventKind.POINTS_EARNED,
+        created_at=now,
+        payload={"points": points, "source": "bonus", "bonus": key},
+    )
+    tier_rows, _ = tier_upgrade_before_write(
+        member=member, now=now, reason=BONUS_REASONS[kind], unsaved_points=points
+    )
+    write_together(
+        inserts=[*credit.rows, event, *tier_rows],
+        updates=[(member, [*CREDIT_FIELDS, "lifetime_points", "tier", "tier_review_at"])],
+    )
     return credit.entry
 
 

@@ -28,7 +28,6 @@ from programs.models import (
     Program,
     Refund,
     Rounding,
-    TierBasis,
 )
 from programs.services.ledger import (
     CREDIT_FIELDS,
@@ -43,12 +42,7 @@ from programs.services.ledger import (
 )
 from programs.services.members import member_upsert
 from programs.services.program import program_get
-from programs.services.tiers import (
-    period_start,
-    qualifying_value,
-    tier_ladder,
-    tier_upgrade_rows,
-)
+from programs.services.tiers import period_start, tier_ladder, tier_upgrade_before_write
 
 ROUNDING_MODES = {
     Rounding.FLOOR: ROUND_FLOOR,
@@ -227,20 +221,16 @@ class Claim:
 
 
 def _tier_upgrade(member: Member, order: Order, now: datetime) -> tuple[list, Decimal | None]:
-    """The tier move this order causes, before its points are in the order's row."""
+    """The tier move this order causes; its row is in (spend counts), its points are not."""
     ladder = tier_ladder()
-    if not ladder:
-        return [], None
-    rule = ladder[0]
-    value = qualifying_value(member, rule, now)  # the order's row is in, with no points yet
-    start = period_start(rule, member.tenant, now)
+    start = period_start(ladder[0], member.tenant, now) if ladder else None
     counted = (start is None or order.placed_at >= start) and order.placed_at <= now
-    if rule.basis == TierBasis.POINTS_EARNED and counted:
-        value += order.points_awarded
-    rows = tier_upgrade_rows(
-        member=member, ladder=ladder, value=value, now=now, reason=f"Order {order.order_id}"
+    return tier_upgrade_before_write(
+        member=member,
+        now=now,
+        reason=f"Order {order.order_id}",
+        unsaved_points=order.points_awarded if counted else 0,
     )
-    return rows, value
 
 
 def _claim_order(order: Order, member_external_id: str) -> Claim:

@@ -158,6 +158,22 @@ def tier_upgrade_rows(
     return rows
 
 
+def tier_upgrade_before_write(
+    *, member: Member, now: datetime, reason: str, unsaved_points: int = 0
+) -> tuple[list, Decimal | None]:
+    """The upgrade a change causes, decided before the change is written: `unsaved_points`
+    are points earned now that the database doesn't hold yet. Returns the rows to write with
+    the member's `tier` and `tier_review_at`, and the qualifying value (None without tiers)."""
+    ladder = tier_ladder()
+    if not ladder:
+        return [], None
+    value = qualifying_value(member, ladder[0], now)
+    if ladder[0].basis == TierBasis.POINTS_EARNED:
+        value += unsaved_points
+    rows = tier_upgrade_rows(member=member, ladder=ladder, value=value, now=now, reason=reason)
+    return rows, value
+
+
 def tier_upgrade_check(*, member: Member, now: datetime, reason: str) -> bool:
     """After activity: move a locked member up if the current period's value reaches higher."""
     ladder = tier_ladder()
