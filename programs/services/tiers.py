@@ -16,23 +16,18 @@ The rule (one ladder; every tier shares a basis and a period):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from dateutil.relativedelta import relativedelta
-from django.db.models import Sum
-from django.db.models.functions import Coalesce
+from django.db import connection
 
 from loyaltysms.db import write_together
 from loyaltysms.tenancy.context import require_tenant
 from programs.models import (
-    EntryKind,
-    EntrySource,
     EventKind,
     LoyaltyEvent,
     Member,
-    Order,
-    PointsEntry,
     Tier,
     TierBasis,
     TierChange,
@@ -58,33 +53,47 @@ def period_start(tier: Tier, member_tenant, now: datetime) -> datetime | None:
     return None
 
 
+# One statement for any number of members: orders (and, on points, bonus entries) summed per
+# member over the window, each through its (tenant, member, …) index.
+_QUALIFYING = """
+SELECT m.id,
+  COALESCE((SELECT sum({order_value}) FROM programs_order o
+            WHERE o.tenant_id = %(tenant)s AND o.member_id = m.id
+              AND o.placed_at <= %(end)s AND o.placed_at >= %(start)s), 0)
+  + CASE WHEN %(points)s THEN
+      COALESCE((SELECT sum(e.points) FROM programs_pointsentry e
+                WHERE e.tenant_id = %(tenant)s AND e.member_id = m.id AND e.kind = 'earn'
+                  AND e.source = 'bonus'
+                  AND e.created_at <= %(end)s AND e.created_at >= %(start)s), 0)
+    ELSE 0 END
+FROM unnest(%(ids)s::bigint[]) AS m(id)
+"""
+ORDER_VALUE = {
+    TierBasis.POINTS_EARNED: "o.points_awarded - o.points_reversed",
+    TierBasis.SPEND: "o.subtotal - o.refunded_amount",
+}
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def qualifying_values(
     members: Iterable[Member], tier: Tier, *, start: datetime | None, end: datetime
 ) -> dict[int, Decimal]:
-    """Each member's qualifying value in [start, end], in two grouped queries for any number."""
+    """Each member's qualifying value in [start, end] (see the module rule)."""
     ids = [m.pk for m in members]
-    values = dict.fromkeys(ids, ZERO)
-    orders = Order.objects.filter(member_id__in=ids, placed_at__lte=end)
-    if start is not None:
-        orders = orders.filter(placed_at__gte=start)
-    if tier.basis == TierBasis.SPEND:
-        rows = orders.values("member_id").annotate(v=Sum("subtotal") - Sum("refunded_amount"))
-        for row in rows:
-            values[row["member_id"]] = row["v"] or ZERO
-        return values
-    rows = orders.values("member_id").annotate(
-        v=Coalesce(Sum("points_awarded"), 0) - Coalesce(Sum("points_reversed"), 0)
-    )
-    for row in rows:
-        values[row["member_id"]] = Decimal(row["v"] or 0)
-    bonuses = PointsEntry.objects.filter(
-        member_id__in=ids, kind=EntryKind.EARN, source=EntrySource.BONUS, created_at__lte=end
-    )
-    if start is not None:
-        bonuses = bonuses.filter(created_at__gte=start)
-    for row in bonuses.values("member_id").annotate(v=Sum("points")):
-        values[row["member_id"]] += Decimal(row["v"])
-    return values
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _QUALIFYING.format(order_value=ORDER_VALUE[TierBasis(tier.basis)]),
+            {
+                "tenant": tier.tenant_id,
+                "ids": ids,
+                "start": start or BEGINNING,
+                "end": end,
+                "points": tier.basis == TierBasis.POINTS_EARNED,
+            },
+        )
+        return {member_id: Decimal(value) for member_id, value in cursor.fetchall()}
 
 
 def qualifying_value(member: Member, tier: Tier, now: datetime) -> Decimal:
