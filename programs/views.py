@@ -23,6 +23,7 @@ from programs.services import program as program_services
 
 PAGE = 50
 LEDGER_PAGE = 50
+UPLOAD_MAX_ROWS = 2000
 
 
 def _int(value: str | None) -> int | None:
@@ -150,15 +151,25 @@ def member_import(request):
         from programs.services.imports import members_import_csv
 
         upload = form.cleaned_data["file"]
-        text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace")
-        report = members_import_csv(tenant=request.tenant, file=text, now=timezone.now())
+        text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace", newline="")
+        rows = sum(1 for _ in text) - 1
+        if rows > UPLOAD_MAX_ROWS:
+            # A request must finish well within the web timeout; bigger files go through the
+            # command, which shows a progress bar and has no time limit.
+            form.add_error(
+                "file",
+                f"This file has {rows:,} rows; the dashboard imports up to "
+                f"{UPLOAD_MAX_ROWS:,} at a time. Split it, or run "
+                "`manage.py import_members` on the server.",
+            )
+        else:
+            text.seek(0)
+            report = members_import_csv(tenant=request.tenant, file=text, now=timezone.now())
     return render(
         request,
         "programs/member_import.html",
         {"form": form, "report": report},
-        status=422
-        if report is not None and report.failed and not report.created + report.updated
-        else 200,
+        status=422 if form.errors or (report and not report.created + report.updated) else 200,
     )
 
 

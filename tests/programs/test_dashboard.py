@@ -231,3 +231,19 @@ def test_member_import_upload_reports_bad_rows(shop):
     assert "Created 1, updated 1, failed 1." in page
     assert "new-2" in page and "phone" in page
     assert member("ann", shop).first_name == "Annie"
+
+
+def test_member_import_upload_refuses_files_too_big_for_one_request(shop, monkeypatch):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from programs import views
+
+    monkeypatch.setattr(views, "UPLOAD_MAX_ROWS", 3)
+    client = signed_in(shop.owner)
+    rows = b"".join(b"big-%d,Name\n" % n for n in range(4))
+    upload = SimpleUploadedFile("m.csv", b"external_id,first_name\n" + rows, "text/csv")
+    response = client.post(reverse("member_import"), {"file": upload})
+    assert response.status_code == 422
+    assert "This file has 4 rows" in response.content.decode()
+    with tenant_scope(shop.tenant):
+        assert not Member.objects.filter(external_id__startswith="big-").exists()
