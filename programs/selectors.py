@@ -15,6 +15,7 @@ from loyaltysms.tenancy.context import tenant_scope
 from programs.models import (
     ExpiryPolicy,
     Member,
+    MemberImport,
     MultiplierEvent,
     Order,
     PointsEntry,
@@ -74,6 +75,11 @@ def get_redemption(tenant: Tenant, redemption_id: int) -> Redemption:
         return _get(
             Redemption.objects.select_related("member", "reward"), "redemption", pk=redemption_id
         )
+
+
+def get_member_import(tenant: Tenant, import_id: int) -> MemberImport:
+    with tenant_scope(tenant):
+        return _get(MemberImport.objects.all(), "import", pk=import_id)
 
 
 def get_multiplier_event(tenant: Tenant, event_id: int) -> MultiplierEvent:

@@ -8,6 +8,7 @@ from django.utils import timezone
 from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
 from loyaltysms.tenancy.tasks import tenant_task
+from programs.services.imports import member_import_run
 from programs.services.sweeps import program_sweep
 
 
@@ -25,3 +26,9 @@ def sweep_all_programs() -> int:
     for tenant_id in tenant_ids:
         sweep_program.delay(tenant_id)
     return len(tenant_ids)
+
+
+@tenant_task(queue=Queue.DEFAULT)
+def import_members(tenant: Tenant, import_id: int) -> None:
+    """A dashboard CSV upload, imported while the page shows progress."""
+    member_import_run(tenant=tenant, import_id=import_id, now=timezone.now())

@@ -57,6 +57,11 @@ api_urlpatterns = [
 dashboard_urlpatterns = [
     path("members/", views.members, name="members"),
     path("members/import/", views.member_import, name="member_import"),
+    path(
+        "members/import/<int:import_id>/",
+        views.member_import_detail,
+        name="member_import_detail",
+    ),
     path("members/<int:member_id>/", views.member_detail, name="member_detail"),
     path("members/<int:member_id>/adjust/", views.member_adjust, name="member_adjust"),
     path("program/", views.program_settings, name="program_settings"),

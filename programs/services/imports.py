@@ -8,16 +8,19 @@ half way.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TextIO
 
 from django.db import transaction
+from django.utils import timezone
 
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
+from programs.models import ImportStatus, MemberImport
 from programs.services.members import member_upsert
 
 COLUMNS = (
@@ -137,3 +140,51 @@ def _refused(message: str) -> ImportReport:
     report = ImportReport()
     report.fail(1, "", {"file": [message]})
     return report
+
+
+PROGRESS_EVERY = 50  # rows between progress writes
+
+
+def member_import_queue(*, tenant: Tenant, filename: str, content: str, user) -> MemberImport:
+    """Keep an uploaded CSV for a worker to import; the caller enqueues member_import_run."""
+    with tenant_scope(tenant):
+        rows = max(sum(1 for _ in io.StringIO(content)) - 1, 0)
+        return MemberImport.objects.create(
+            filename=filename[:255], content=content, total_rows=rows, created_by=user
+        )
+
+
+def member_import_run(*, tenant: Tenant, import_id: int, now: datetime) -> MemberImport | None:
+    """Import a queued upload once: a second worker (a redelivered task) finds it claimed."""
+    with tenant_scope(tenant):
+        claimed = MemberImport.objects.filter(pk=import_id, status=ImportStatus.QUEUED).update(
+            status=ImportStatus.RUNNING
+        )
+        if claimed != 1:
+            return None
+        job = MemberImport.objects.get(pk=import_id)
+        done = 0
+
+        def progress(rows: int) -> None:
+            nonlocal done
+            done += rows
+            if done % PROGRESS_EVERY == 0:
+                MemberImport.objects.filter(pk=import_id).update(processed_rows=done)
+
+        try:
+            report = members_import_csv(
+                tenant=tenant, file=io.StringIO(job.content), now=now, progress=progress
+            )
+        except Exception:
+            MemberImport.objects.filter(pk=import_id).update(
+                status=ImportStatus.FAILED, finished_at=timezone.now()
+            )
+            raise
+        job.status = ImportStatus.DONE
+        job.processed_rows = done
+        job.created, job.updated, job.failed = report.created, report.updated, report.failed
+        job.errors = [asdict(error) for error in report.errors]
+        job.content = ""  # personal data: kept only as long as needed
+        job.finished_at = timezone.now()
+        job.save()
+        return job

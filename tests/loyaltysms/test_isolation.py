@@ -32,7 +32,13 @@ def other_tenant_ids(brand) -> dict[str, dict]:
         event = MultiplierEvent.objects.get(pk=loyalty["api_multiplier_event"]["event_id"])
         tier = Tier.objects.get(pk=loyalty["api_tier"]["tier_id"])
         reward = Reward.objects.get(pk=loyalty["api_reward"]["reward_id"])
+    from programs.services.imports import member_import_queue
+
+    job = member_import_queue(
+        tenant=tenant, filename="x.csv", content="external_id\nz\n", user=brand.owner
+    )
     return {
+        "member_import_detail": {"import_id": job.pk},
         "member_detail": {"member_id": member.pk},
         "member_adjust": {"member_id": member.pk},
         "multiplier_event_delete": {"event_id": event.pk},
@@ -106,7 +112,7 @@ def _make_api_objects(brand) -> dict[str, dict]:
     }
 
 
-GET_ONLY = {"member_detail"}
+GET_ONLY = {"member_detail", "member_import_detail"}
 
 # Routes with a path argument that is not an object id of a brand.
 NOT_TENANT_IDS = {"invitation_accept"}  # an unguessable token, tested in test_dashboard
