@@ -16,6 +16,7 @@ from django.db import connection
 from loyaltysms.models import Tenant
 from loyaltysms.problems import ProblemError
 from loyaltysms.tenancy.context import tenant_scope
+from programs import selectors
 from programs.models import Member
 from programs.services import members, orders, program, rewards, sweeps
 
@@ -222,7 +223,7 @@ def _history(tenant: Tenant, now: datetime, rng: random.Random, catalog: list) -
             )
             counts["orders"] += 1
         elif kind == "refund":
-            order = orders.get_order(tenant, data["order_id"])
+            order = selectors.get_order(tenant, data["order_id"])
             amount = (order.subtotal * data["share"]).quantize(Decimal("0.01"))
             orders.refund_record(
                 order=order, refund_id=f"R-{data['order_id']}", amount=amount, now=when

@@ -369,8 +369,3 @@ def refund_record(
 def refund_store_response(*, refund: Refund, body: bytes) -> None:
     refund.response = body
     refund.save(update_fields=["response"])
-
-
-def get_order(tenant: Tenant, order_id: str) -> Order | None:
-    with tenant_scope(tenant):
-        return Order.objects.filter(order_id=order_id).select_related("member").first()
