@@ -244,6 +244,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Lots expire at local midnight in each brand's zone; every 15 minutes keeps that exact
     # for every UTC offset (some are :30 and :45).
     "sweep-programs": {"task": "programs.tasks.sweep_all_programs", "schedule": 15 * 60},
+    # Deferred texts come due on their own; the dispatcher is also woken as texts are queued.
+    "dispatch-due-texts": {"task": "messaging.tasks.dispatch_due", "schedule": 5},
+    "settle-stale-sends": {"task": "messaging.tasks.settle_stale_sends", "schedule": 60},
     "purge-idempotency-records": {
         "task": "loyaltysms.tasks.purge_idempotency_records",
         "schedule": 60 * 60,

@@ -4,12 +4,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from loyaltysms import apis, errors, health, views
+from messaging.urls import api_urlpatterns as messaging_api
+from messaging.urls import dashboard_urlpatterns as messaging_dashboard
+from messaging.urls import public_urlpatterns as messaging_public
 from programs.urls import api_urlpatterns as programs_api
 from programs.urls import dashboard_urlpatterns as programs_dashboard
 
 api_v1 = [
     path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
     *programs_api,
+    *messaging_api,
 ]
 
 urlpatterns = [
@@ -30,6 +34,8 @@ urlpatterns = [
     path("settings/activity/", views.activity, name="settings_activity"),
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
     *programs_dashboard,
+    *messaging_dashboard,
+    *messaging_public,
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api_schema"),

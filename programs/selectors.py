@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404
@@ -204,3 +205,40 @@ def next_tier_for(member: Member, context: MemberContext) -> dict | None:
 def program_rewards(*, active_only: bool = False) -> QuerySet:
     rewards = Reward.objects.all()
     return rewards.filter(active=True) if active_only else rewards
+
+
+def personalization(tenant: Tenant, members: Sequence[Member], now: datetime) -> dict[int, dict]:
+    """What a text may say about each member (the messaging app's one window into loyalty
+    data): member id → {first_name, points_balance, points_name, vip_tier, next_tier,
+    points_to_next_tier, points_expiring, points_expiring_date}. A few queries per call,
+    whatever the number of members."""
+    if not members:
+        return {}
+    context = member_context(tenant, members, now)
+    values = {}
+    for member in members:
+        progress = next_tier_for(member, context)
+        expiring = context.expiring.get(member.pk) or []
+        expires_local = (
+            expiring[0]["expires_at"].astimezone(ZoneInfo(member.timezone or tenant.timezone))
+            if expiring
+            else None
+        )
+        values[member.pk] = {
+            "first_name": member.first_name,
+            "last_name": member.last_name,
+            "points_balance": f"{member.points_balance:,}",
+            "points_name": context.program.points_name,
+            "vip_tier": member.tier.name if member.tier_id else "",
+            "next_tier": progress["name"] if progress else "",
+            "points_to_next_tier": (
+                f"{progress['points_needed']:,}"
+                if progress and progress["points_needed"] is not None
+                else ""
+            ),
+            "points_expiring": f"{expiring[0]['points']:,}" if expiring else "",
+            "points_expiring_date": (
+                f"{expires_local:%b} {expires_local.day}" if expires_local else ""
+            ),
+        }
+    return values

@@ -1,0 +1,121 @@
+"""Twilio through its own SDK. TWILIO_API_BASE_URL points the SDK at another host (a local
+server that speaks Twilio's protocol, in tests and benchmarks)."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from django.conf import settings
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from messaging.crypto import decrypt
+from messaging.gateways.base import GatewayError, OutcomeUnknown, Outgoing, Sent
+from messaging.models import Sender
+
+TWILIO_HOST = "https://api.twilio.com"
+# Seconds to wait for Twilio's answer; past it the outcome is unknown.
+TIMEOUT = 10
+VALIDITY_MAX = 36000  # Twilio's limit, seconds
+
+# compliance.md, Carrier errors.
+OPTED_OUT = {"21610"}
+INVALID_NUMBER = {"21211", "21614"}
+RATE_LIMITED = {"20429"}
+
+
+class RebasedHttpClient(TwilioHttpClient):
+    """The SDK's HTTP client, sending to TWILIO_API_BASE_URL instead of api.twilio.com."""
+
+    def request(self, method, url, *args, **kwargs):
+        base = settings.TWILIO_API_BASE_URL
+        if base != TWILIO_HOST and url.startswith(TWILIO_HOST):
+            url = base + url[len(TWILIO_HOST) :]
+        return super().request(method, url, *args, **kwargs)
+
+
+_local = threading.local()
+
+
+def _client(account_sid: str, auth_token: str) -> Client:
+    """One SDK client (and connection pool) per thread and account."""
+    clients = getattr(_local, "clients", None)
+    if clients is None:
+        clients = _local.clients = {}
+    key = (account_sid, auth_token, settings.TWILIO_API_BASE_URL)
+    if key not in clients:
+        clients[key] = Client(
+            account_sid, auth_token, http_client=RebasedHttpClient(timeout=TIMEOUT)
+        )
+    return clients[key]
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request can't have reached Twilio (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, NewConnectionError)
+
+
+class TwilioGateway:
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None,
+        messaging_service_sid: str = "",
+    ):
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.from_number = from_number
+        self.messaging_service_sid = messaging_service_sid
+
+    @classmethod
+    def for_sender(cls, sender: Sender) -> TwilioGateway:
+        return cls(
+            account_sid=sender.account_sid,
+            auth_token=decrypt(sender.auth_token_encrypted),
+            from_number=sender.phone_number,
+            messaging_service_sid=sender.messaging_service_sid,
+        )
+
+    def send(self, message: Outgoing) -> Sent:
+        params: dict = {"to": message.to, "body": message.body}
+        if message.status_callback:
+            params["status_callback"] = message.status_callback
+        if self.messaging_service_sid:
+            params["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            params["from_"] = self.from_number
+        if message.expires_at is not None:
+            seconds = int((message.expires_at - message.now).total_seconds())
+            params["validity_period"] = min(max(seconds, 1), VALIDITY_MAX)
+        if message.smart_encoded:
+            params["smart_encoded"] = True
+        try:
+            created = _client(self.account_sid, self.auth_token).messages.create(**params)
+        except TwilioRestException as exc:
+            raise _error(exc) from exc
+        except requests.RequestException as exc:
+            if _never_sent(exc):
+                raise GatewayError(f"Twilio unreachable: {exc}", code="connect") from exc
+            raise OutcomeUnknown(f"No answer from Twilio: {exc}") from exc
+        return Sent(carrier_sid=created.sid, status=created.status or "queued")
+
+
+def _error(exc: TwilioRestException) -> GatewayError:
+    code = str(exc.code or "")
+    message = f"Twilio {exc.status}: {exc.msg}"
+    if code in OPTED_OUT:
+        return GatewayError(message, code=code, permanent=True, opted_out=True)
+    if code in INVALID_NUMBER:
+        return GatewayError(message, code=code, permanent=True)
+    if code in RATE_LIMITED or exc.status == 429 or exc.status >= 500:
+        return GatewayError(message, code=code or str(exc.status))
+    return GatewayError(message, code=code or str(exc.status), permanent=True)

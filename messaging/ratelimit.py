@@ -1,0 +1,54 @@
+"""Per-sender pacing shared by every dispatcher process: a token schedule in Redis (Lua).
+
+Celery's own rate limits are per worker, so N workers would send N times too fast. Here each
+send reserves the next free slot of its sender in one atomic Lua call (the generic cell rate
+algorithm with no burst): slots are exactly 1/MPS apart on Redis's own clock, so no second
+ever holds more than MPS sends, whatever the number of workers. The caller sleeps until its
+slot.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+import redis
+from django.conf import settings
+
+# KEYS[1]: the sender's schedule. ARGV[1]: microseconds between sends. Returns the reserved
+# slot as microseconds on the Redis clock and the Redis clock now.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(tat, now)
+redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX',
+           math.floor((slot - now + interval) / 1000) + 1000)
+return {string.format('%d', slot), string.format('%d', now)}
+"""
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+
+
+@cache
+def _script(url: str):
+    return _client(url).register_script(RESERVE)
+
+
+def reserve(sender_key: str, mps: float) -> float:
+    """Reserve the sender's next slot; returns how many seconds to wait for it (≥ 0)."""
+    interval_us = max(1, round(1_000_000 / mps))
+    slot, now = _script(settings.REDIS_URL)(
+        keys=[f"loyaltysms:mps:{sender_key}"], args=[interval_us]
+    )
+    return max(0.0, (int(slot) - int(now)) / 1_000_000)
+
+
+def wait_for_slot(sender_key: str, mps: float) -> None:
+    delay = reserve(sender_key, mps)
+    if delay > 0:
+        time.sleep(delay)

@@ -1,0 +1,1 @@
+"""All writes of the SMS channel (house style: services write, selectors read)."""

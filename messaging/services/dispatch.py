@@ -1,0 +1,404 @@
+"""The dispatcher: due texts → compliance gate → paced sends through the sender's gateway.
+
+Exactly once in our books, at most once to the carrier (architecture.md, Reliability):
+1. Claim: due rows are taken with FOR UPDATE SKIP LOCKED (any number of dispatchers), the
+   gate runs with the subscribers locked (so two claims can't both use one cap slot), and each
+   text leaves as `sending` (committed), `deferred` to its next allowed moment, `suppressed`
+   or `expired`.
+2. Send: per text, in one short transaction that holds the subscriber row FOR SHARE across
+   the carrier call: consent is checked again, the carrier is called, the outcome recorded.
+   A STOP is written with the subscriber row locked for update, so it waits for a send to
+   that number already under way and every later send sees it: once a STOP is acknowledged,
+   nothing more goes to that number.
+A text whose carrier call got no answer becomes `unknown`, never re-sent; a dispatcher that
+died mid-send leaves `sending`, which `sending_settle_stale` turns into `unknown`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.db import close_old_connections, connection, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from loyaltysms.tenancy.context import tenant_scope
+from messaging.compliance import (
+    marketing_send_time,
+    next_window_time,
+    place_of,
+    recipient_zones,
+    window_for,
+)
+from messaging.crypto import SecretUnreadable
+from messaging.gateways import GatewayError, OutcomeUnknown, Outgoing, gateway_for
+from messaging.models import (
+    DUE_STATUSES,
+    ConsentSource,
+    MessageKind,
+    MessageStatus,
+    OutboundMessage,
+    Subscriber,
+    SubscriberStatus,
+)
+from messaging.ratelimit import wait_for_slot
+from messaging.services.outbound import public_base_url
+from messaging.services.setup import messaging_settings_get, sender_default
+from messaging.services.subscribers import Evidence, subscriber_opt_out
+
+logger = logging.getLogger(__name__)
+
+BATCH = 200
+# A text still `sending` this long after its claim lost its dispatcher mid-send.
+STALE_SENDING = timedelta(minutes=10)
+RETRY_BACKOFF = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+)
+# Marketing texts that count toward caps: everything handed to the carrier, or on its way.
+CAP_COUNTED = (
+    MessageStatus.SENDING,
+    MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.UNDELIVERED,
+    MessageStatus.UNKNOWN,
+)
+# The one text that may go to a number that just unsubscribed: the confirmation of it.
+OPT_OUT_CONFIRMATION = "opt_out"
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    suppressed: int = 0
+    expired: int = 0
+    failed: int = 0
+    retried: int = 0
+    unknown: int = 0
+
+    def add(self, other: DispatchReport) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def dispatch_due(
+    *,
+    now: Callable[[], datetime] = timezone.now,
+    batch: int = BATCH,
+    max_batches: int | None = None,
+    concurrency: int = 1,
+) -> DispatchReport:
+    """Send every due text (or `max_batches` claims of `batch`). `now` is the clock, so
+    tests can run the gate at any hour."""
+    report = DispatchReport()
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        ids = _claim(now(), batch, report)
+        if ids is None:
+            break
+        batches += 1
+        if concurrency > 1 and len(ids) > 1:
+            for result in _pool(concurrency).map(lambda pk: _send_in_thread(pk, now), ids):
+                report.add(result)
+        else:
+            for pk in ids:
+                report.add(send_one(pk, clock=now))
+    return report
+
+
+@cache
+def _pool(concurrency: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch")
+
+
+def _send_in_thread(pk: int, now: Callable[[], datetime]) -> DispatchReport:
+    close_old_connections()
+    return send_one(pk, clock=now)
+
+
+def _claim(now: datetime, batch: int, report: DispatchReport) -> list[int] | None:
+    """Claim one batch of due texts and run the gate on each. None: nothing was due."""
+    with transaction.atomic():
+        # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
+        messages = list(
+            OutboundMessage.objects.unscoped()
+            .filter(status__in=DUE_STATUSES, send_after__lte=now)
+            .select_related("tenant")
+            .order_by("send_after", "id")
+            .select_for_update(skip_locked=True, of=("self",))[:batch]
+        )
+        if not messages:
+            return None
+        report.claimed += len(messages)
+        by_tenant = defaultdict(list)
+        for message in messages:
+            by_tenant[message.tenant_id].append(message)
+        to_send = []
+        for group in by_tenant.values():
+            with tenant_scope(group[0].tenant):
+                to_send += _gate(group, now, report)
+        return to_send
+
+
+def _gate(messages: list[OutboundMessage], now: datetime, report: DispatchReport) -> list[int]:
+    tenant = messages[0].tenant
+    settings = messaging_settings_get(tenant)
+    default_sender = sender_default(tenant)
+    subscriber_ids = sorted({m.subscriber_id for m in messages})
+    # Locked in id order (no deadlocks between claims): a concurrent claim for the same
+    # subscriber waits, then sees the sends counted here.
+    subscribers = {
+        s.pk: s
+        for s in Subscriber.objects.filter(pk__in=subscriber_ids)
+        .order_by("pk")
+        .select_for_update(no_key=True)
+    }
+    longest = max(settings.cap_hours, 24)
+    recent: dict[int, list[datetime]] = defaultdict(list)
+    marketing_to = {m.subscriber_id for m in messages if m.kind == MessageKind.MARKETING}
+    for subscriber_id, sending_at in OutboundMessage.objects.filter(
+        subscriber__in=marketing_to,
+        kind=MessageKind.MARKETING,
+        sending_at__gt=now - timedelta(hours=longest),
+        status__in=CAP_COUNTED,
+    ).values_list("subscriber_id", "sending_at"):
+        recent[subscriber_id].append(sending_at)
+
+    to_send, changed = [], []
+    for message in messages:
+        subscriber = subscribers[message.subscriber_id]
+        changed.append(message)
+        refusal = consent_refusal(message, subscriber)
+        if message.expires_at is not None and message.expires_at <= now:
+            _finish(message, MessageStatus.EXPIRED, now, "expired before it could be sent")
+            report.expired += 1
+            continue
+        if refusal:
+            _finish(message, MessageStatus.SUPPRESSED, now, refusal)
+            report.suppressed += 1
+            continue
+        if message.kind == MessageKind.MARKETING:
+            place = place_of(subscriber.e164)
+            zones = recipient_zones(subscriber.timezone, place, tenant.timezone)
+            window = window_for(
+                subscriber.region, settings.window_start_hour, settings.window_end_hour
+            )
+            allowed = marketing_send_time(
+                now,
+                zones=zones,
+                brand_zone=tenant.timezone,
+                window=window,
+                recent_sends=recent[subscriber.pk],
+                cap_messages=settings.cap_messages,
+                cap_hours=settings.cap_hours,
+                region=subscriber.region,
+            )
+            if allowed > now:
+                if message.expires_at is not None and message.expires_at <= allowed:
+                    _finish(message, MessageStatus.EXPIRED, now, "expires before it may be sent")
+                    report.expired += 1
+                    continue
+                quiet = (next_window_time(now, zones, window) or now) > now
+                message.status = MessageStatus.DEFERRED
+                message.send_after = allowed
+                message.status_reason = (
+                    f"{'quiet hours' if quiet else 'frequency cap'} until "
+                    f"{allowed:%Y-%m-%d %H:%M} UTC"
+                )
+                report.deferred += 1
+                continue
+            recent[subscriber.pk].append(now)
+        message.status = MessageStatus.SENDING
+        message.sending_at = now
+        message.attempts += 1
+        message.sender_id = message.sender_id or default_sender.pk
+        message.status_reason = ""
+        to_send.append(message.pk)
+    OutboundMessage.objects.bulk_update(
+        changed,
+        [
+            "status",
+            "status_reason",
+            "send_after",
+            "sending_at",
+            "attempts",
+            "sender",
+            "finished_at",
+            "updated_at",
+        ],
+    )
+    return to_send
+
+
+def consent_refusal(message: OutboundMessage, subscriber: Subscriber) -> str:
+    """Why this text may not go to this number now ("" if it may). Transactional texts are
+    exempt from caps and quiet hours, never from an opt-out."""
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        return "" if message.source == OPT_OUT_CONFIRMATION else "unsubscribed"
+    if message.kind == MessageKind.MARKETING and subscriber.status != SubscriberStatus.SUBSCRIBED:
+        return f"not subscribed ({subscriber.status})"
+    return ""
+
+
+def _finish(message: OutboundMessage, status: str, now: datetime, reason: str) -> None:
+    message.status = status
+    message.status_reason = reason[:200]
+    message.finished_at = now
+    message.updated_at = now
+
+
+def status_callback_url(message: OutboundMessage) -> str:
+    # Our message id rides in the URL (covered by Twilio's signature), so a receipt finds its
+    # text even if it arrives before the carrier's answer to our request was recorded.
+    return f"{public_base_url()}{reverse('twilio_status')}?m={message.pk}"
+
+
+def send_one(pk: int, *, clock: Callable[[], datetime] = timezone.now) -> DispatchReport:
+    """Hand one claimed text to its carrier and record the outcome (see the module doc)."""
+    report = DispatchReport()
+    message = (
+        OutboundMessage.objects.unscoped().select_related("tenant", "sender").filter(pk=pk).first()
+    )
+    if message is None or message.status != MessageStatus.SENDING:
+        return report
+    tenant = message.tenant
+    with tenant_scope(tenant):
+        sender = message.sender or sender_default(tenant)
+        wait_for_slot(f"sender:{sender.pk}", sender.mps)
+        now = clock()
+        with transaction.atomic():
+            message = (
+                OutboundMessage.objects.select_for_update(of=("self",))
+                .select_related("tenant")
+                .get(pk=pk)
+            )
+            if message.status != MessageStatus.SENDING:
+                return report
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT status FROM messaging_subscriber WHERE id = %s FOR SHARE",
+                    [message.subscriber_id],
+                )
+                status = cursor.fetchone()[0]
+            refusal = consent_refusal(message, Subscriber(status=status))
+            if refusal:
+                _finish(message, MessageStatus.SUPPRESSED, now, refusal)
+                report.suppressed += 1
+            else:
+                _send(message, sender, now, report)
+            message.save(
+                update_fields=[
+                    "status",
+                    "status_reason",
+                    "error_code",
+                    "carrier_sid",
+                    "send_after",
+                    "sending_at",
+                    "sent_at",
+                    "finished_at",
+                    "updated_at",
+                ]
+            )
+    return report
+
+
+def _send(message: OutboundMessage, sender, now: datetime, report: DispatchReport) -> None:
+    outgoing = Outgoing(
+        to=message.to,
+        body=message.body,
+        status_callback=status_callback_url(message),
+        expires_at=message.expires_at,
+        now=now,
+        message_id=message.pk,
+        tenant_id=message.tenant_id,
+    )
+    try:
+        sent = gateway_for(sender).send(outgoing)
+    except OutcomeUnknown as exc:
+        message.status = MessageStatus.UNKNOWN
+        message.status_reason = str(exc)[:200]
+        report.unknown += 1
+        logger.warning("message %s: outcome unknown: %s", message.pk, exc)
+        return
+    except SecretUnreadable as exc:
+        _finish(message, MessageStatus.FAILED, now, str(exc))
+        report.failed += 1
+        return
+    except GatewayError as exc:
+        _carrier_refused(message, exc, now, report)
+        return
+    message.status = MessageStatus.SENT
+    message.carrier_sid = sent.carrier_sid
+    message.sent_at = now
+    report.sent += 1
+
+
+def _carrier_refused(
+    message: OutboundMessage, exc: GatewayError, now: datetime, report: DispatchReport
+) -> None:
+    """compliance.md, Carrier errors."""
+    message.error_code = exc.code[:10]
+    if exc.opted_out:
+        _finish(message, MessageStatus.SUPPRESSED, now, f"opted out at the carrier ({exc.code})")
+        report.suppressed += 1
+        subscriber = Subscriber.objects.get(pk=message.subscriber_id)
+        subscriber_opt_out(
+            subscriber=subscriber,
+            evidence=Evidence(source=ConsentSource.CARRIER, extra={"error_code": exc.code}),
+            now=now,
+            confirm=False,
+        )
+    elif exc.permanent:
+        status = (
+            MessageStatus.SUPPRESSED if exc.code in ("21211", "21614") else MessageStatus.FAILED
+        )
+        _finish(message, status, now, str(exc))
+        if status == MessageStatus.SUPPRESSED:
+            report.suppressed += 1
+        else:
+            report.failed += 1
+    elif message.attempts > len(RETRY_BACKOFF):
+        _finish(
+            message, MessageStatus.FAILED, now, f"gave up after {message.attempts} tries: {exc}"
+        )
+        report.failed += 1
+    else:
+        # Temporary (rate limited, carrier error): back in the queue, not counted for caps.
+        message.status = MessageStatus.QUEUED
+        message.status_reason = f"retry: {exc}"[:200]
+        message.send_after = now + RETRY_BACKOFF[message.attempts - 1]
+        message.sending_at = None
+        report.retried += 1
+
+
+def sending_settle_stale(*, now: datetime) -> int:
+    """Texts left `sending` by a dispatcher that died mid-send become `unknown`: they may have
+    reached the carrier, so they are never sent again; a late receipt still settles them."""
+    with transaction.atomic():
+        # WARNING: every tenant's stale texts; a plain status change, no per-tenant logic.
+        stale = list(
+            OutboundMessage.objects.unscoped()
+            .filter(status=MessageStatus.SENDING, sending_at__lt=now - STALE_SENDING)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:10000]
+        )
+        return (
+            OutboundMessage.objects.unscoped()
+            .filter(pk__in=stale)
+            .update(
+                status=MessageStatus.UNKNOWN,
+                status_reason="the dispatcher stopped while sending; not sent again",
+                updated_at=now,
+            )
+        )

@@ -1,0 +1,141 @@
+"""A brand's messaging settings and senders."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import phonenumbers
+from django.db import IntegrityError, transaction
+
+from loyaltysms.models import AuditEvent, Tenant, User
+from loyaltysms.tenancy.context import tenant_scope
+from messaging.crypto import encrypt
+from messaging.models import MessagingSettings, Sender, SenderKind
+
+ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+
+
+class SetupError(ValueError):
+    """Bad carrier details; the message says which and why."""
+
+
+def messaging_settings_get(tenant: Tenant) -> MessagingSettings:
+    """The brand's settings, created with the compliant defaults on first use."""
+    with tenant_scope(tenant):
+        found = MessagingSettings.objects.filter().first()
+        if found is not None:
+            return found
+        try:
+            with transaction.atomic():
+                return MessagingSettings.objects.create()
+        except IntegrityError:  # created concurrently
+            return MessagingSettings.objects.get()
+
+
+def brand_name(tenant: Tenant, settings: MessagingSettings) -> str:
+    return settings.brand_name or tenant.name
+
+
+def sandbox_number(tenant: Tenant) -> str:
+    """A number no phone can have (+1 555 area code), unique per brand."""
+    return f"+1555{tenant.pk:07d}"
+
+
+def sender_default(tenant: Tenant) -> Sender:
+    """The brand's default sender; a new brand gets the sandbox, which texts no real phone."""
+    with tenant_scope(tenant):
+        sender = Sender.objects.filter(is_default=True).first()
+        if sender is not None:
+            return sender
+        try:
+            with transaction.atomic():
+                return Sender.objects.create(
+                    kind=SenderKind.SANDBOX,
+                    phone_number=sandbox_number(tenant),
+                    account_sid="AC" + secrets.token_hex(16),
+                    auth_token_encrypted=encrypt(secrets.token_hex(16)),
+                    mps=10,
+                    is_default=True,
+                )
+        except IntegrityError:
+            return Sender.objects.get(is_default=True)
+
+
+def _e164(value: str, region: str) -> str:
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise SetupError(f"{value!r} is not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise SetupError(f"{value!r} is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@transaction.atomic
+def sender_connect_twilio(
+    *,
+    tenant: Tenant,
+    account_sid: str,
+    auth_token: str,
+    from_number: str | None = None,
+    messaging_service_sid: str = "",
+    mps: int = 1,
+    actor: User | None = None,
+) -> Sender:
+    """Make a Twilio number or Messaging Service the brand's default sender. The token is
+    stored encrypted and never shown again; the sandbox sender stops being the default."""
+    if not ACCOUNT_SID.match(account_sid or ""):
+        raise SetupError("The Account SID is 'AC' followed by 32 hex characters")
+    if not auth_token or len(auth_token) < 16:
+        raise SetupError("The auth token is missing or too short")
+    if bool(from_number) == bool(messaging_service_sid):
+        raise SetupError("Give either a From number or a Messaging Service SID")
+    if messaging_service_sid and not SERVICE_SID.match(messaging_service_sid):
+        raise SetupError("The Messaging Service SID is 'MG' followed by 32 hex characters")
+    if mps < 1:
+        raise SetupError("Throughput (MPS) is at least 1")
+    number = _e164(from_number, tenant.default_country) if from_number else None
+    with tenant_scope(tenant):
+        if (
+            number
+            and Sender.objects.unscoped()
+            .filter(phone_number=number)
+            .exclude(tenant=tenant)
+            .exists()
+        ):
+            raise SetupError(f"{number} is connected to another brand")
+        Sender.objects.filter(is_default=True).update(is_default=False)
+        sender = Sender.objects.filter(phone_number=number).first() if number else None
+        if sender is None:
+            sender = Sender(tenant=tenant)
+        sender.kind = SenderKind.TWILIO
+        sender.phone_number = number
+        sender.messaging_service_sid = messaging_service_sid
+        sender.account_sid = account_sid
+        sender.auth_token_encrypted = encrypt(auth_token)
+        sender.mps = mps
+        sender.is_default = True
+        sender.save()
+        AuditEvent.objects.create(
+            actor=actor,
+            action="sender.connect_twilio",
+            target=number or messaging_service_sid,
+            detail={"account_sid": account_sid, "mps": mps},
+        )
+        return sender
+
+
+@transaction.atomic
+def sender_use_sandbox(*, tenant: Tenant, actor: User | None = None) -> Sender:
+    """Make the sandbox the default sender again (texts go to the phone simulator only)."""
+    with tenant_scope(tenant):
+        sandbox = Sender.objects.filter(kind=SenderKind.SANDBOX).first()
+        Sender.objects.filter(is_default=True).update(is_default=False)
+        if sandbox is None:
+            return sender_default(tenant)
+        sandbox.is_default = True
+        sandbox.save(update_fields=["is_default"])
+        AuditEvent.objects.create(actor=actor, action="sender.use_sandbox", target="sandbox")
+        return sandbox
