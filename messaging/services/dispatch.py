@@ -72,8 +72,9 @@ CAP_COUNTED = (
     MessageStatus.UNDELIVERED,
     MessageStatus.UNKNOWN,
 )
-# The one text that may go to a number that just unsubscribed: the confirmation of it.
-OPT_OUT_CONFIRMATION = "opt_out"
+# Texts that may go to a number that has unsubscribed: the confirmation of that opt-out, and
+# the answer to a HELP the person sent (CTIA: HELP is answered whatever the opt-in status).
+ANSWERS_TO_UNSUBSCRIBED = frozenset({"opt_out", "help"})
 
 
 @dataclass
@@ -245,7 +246,7 @@ def consent_refusal(message: OutboundMessage, subscriber: Subscriber) -> str:
     """Why this text may not go to this number now ("" if it may). Transactional texts are
     exempt from caps and quiet hours, never from an opt-out."""
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
-        return "" if message.source == OPT_OUT_CONFIRMATION else "unsubscribed"
+        return "" if message.source in ANSWERS_TO_UNSUBSCRIBED else "unsubscribed"
     if message.kind == MessageKind.MARKETING and subscriber.status != SubscriberStatus.SUBSCRIBED:
         return f"not subscribed ({subscriber.status})"
     return ""
