@@ -297,7 +297,7 @@ def send_one(pk: int, *, clock: Callable[[], datetime] = timezone.now) -> Dispat
                 _finish(message, MessageStatus.SUPPRESSED, now, refusal)
                 report.suppressed += 1
             else:
-                _send(message, sender, now, report)
+                _send(message, sender, now, report, clock)
             message.save(
                 update_fields=[
                     "status",
@@ -314,7 +314,13 @@ def send_one(pk: int, *, clock: Callable[[], datetime] = timezone.now) -> Dispat
     return report
 
 
-def _send(message: OutboundMessage, sender, now: datetime, report: DispatchReport) -> None:
+def _send(
+    message: OutboundMessage,
+    sender,
+    now: datetime,
+    report: DispatchReport,
+    clock: Callable[[], datetime],
+) -> None:
     outgoing = Outgoing(
         to=message.to,
         body=message.body,
@@ -341,7 +347,7 @@ def _send(message: OutboundMessage, sender, now: datetime, report: DispatchRepor
         return
     message.status = MessageStatus.SENT
     message.carrier_sid = sent.carrier_sid
-    message.sent_at = now
+    message.sent_at = clock()  # when the carrier took it
     report.sent += 1
 
 
