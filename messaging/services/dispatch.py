@@ -17,14 +17,14 @@ died mid-send leaves `sending`, which `sending_settle_stale` turns into `unknown
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from functools import cache
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -110,22 +110,45 @@ def dispatch_due(
             break
         batches += 1
         if concurrency > 1 and len(ids) > 1:
-            for result in _pool(concurrency).map(lambda pk: _send_in_thread(pk, now), ids):
-                report.add(result)
+            report.add(_send_in_threads(ids, now, concurrency))
         else:
             for pk in ids:
                 report.add(send_one(pk, clock=now))
     return report
 
 
-@cache
-def _pool(concurrency: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch")
+def _send_in_threads(
+    ids: list[int], now: Callable[[], datetime], concurrency: int
+) -> DispatchReport:
+    """Send a claimed batch from several threads (carrier calls are mostly waiting); each
+    thread has its own database connection, closed when the batch is done."""
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for pk in ids:
+        pending.put(pk)
+    total, lock = DispatchReport(), threading.Lock()
 
+    def work() -> None:
+        try:
+            while True:
+                try:
+                    pk = pending.get_nowait()
+                except queue.Empty:
+                    return
+                result = send_one(pk, clock=now)
+                with lock:
+                    total.add(result)
+        finally:
+            connection.close()
 
-def _send_in_thread(pk: int, now: Callable[[], datetime]) -> DispatchReport:
-    close_old_connections()
-    return send_one(pk, clock=now)
+    threads = [
+        threading.Thread(target=work, name=f"dispatch-{n}")
+        for n in range(min(concurrency, len(ids)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return total
 
 
 def _claim(now: datetime, batch: int, report: DispatchReport) -> list[int] | None:

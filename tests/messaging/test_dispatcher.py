@@ -1,0 +1,253 @@
+"""The dispatcher and the Twilio gateway against a local server speaking Twilio's protocol:
+requests checked against Twilio's published spec, carrier errors handled per compliance.md,
+pacing, at-most-once sending."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from loyaltysms.tenancy.context import tenant_scope
+from messaging.models import MessageKind, OutboundMessage, Subscriber
+from messaging.services.dispatch import dispatch_due, sending_settle_stale
+from messaging.services.outbound import message_create
+from messaging.services.setup import sender_connect_twilio
+from messaging.services.subscribers import Evidence, subscriber_opt_in
+from tests.fake_twilio import FakeTwilio
+
+ACCOUNT = "AC" + "1f" * 16
+TOKEN = "9a" * 16
+SERVICE = "MG" + "2e" * 16
+FROM = "+14155550100"
+TO = "+12125550101"
+
+
+@pytest.fixture
+def fake():
+    with FakeTwilio() as server:
+        server.add_account(ACCOUNT, TOKEN)
+        server.timeout_delay = 2.0
+        with override_settings(TWILIO_API_BASE_URL=server.base_url):
+            yield server
+
+
+@pytest.fixture
+def twilio_sender(alice_brand, fake):
+    return sender_connect_twilio(
+        tenant=alice_brand.tenant, account_sid=ACCOUNT, auth_token=TOKEN, from_number=FROM, mps=500
+    )
+
+
+def subscribed(tenant, number: str = TO) -> Subscriber:
+    return subscriber_opt_in(
+        tenant=tenant,
+        phone=number,
+        evidence=Evidence(source="import"),
+        now=timezone.now() - timedelta(days=1),
+        double_opt_in=False,
+        send_confirmation=False,
+    )
+
+
+def queue(tenant, subscriber, key: str, *, kind=MessageKind.TRANSACTIONAL, expires_at=None):
+    message, _ = message_create(
+        tenant=tenant,
+        subscriber=subscriber,
+        template="Your reward code is RWD-42. Enjoy!",
+        kind=kind,
+        source="test",
+        dedupe_key=key,
+        now=timezone.now(),
+        expires_at=expires_at,
+    )
+    return message
+
+
+def test_requests_match_twilios_spec_from_a_number(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        message = queue(
+            tenant, subscribed(tenant), "a", expires_at=timezone.now() + timedelta(hours=2)
+        )
+    assert dispatch_due().sent == 1
+    assert fake.schema_violations() == []
+    (request,) = fake.requests
+    params = request.params
+    assert params["To"] == TO and params["From"] == FROM
+    assert params["Body"] == "Your reward code is RWD-42. Enjoy!"
+    assert params["StatusCallback"].endswith(f"/webhooks/twilio/status?m={message.pk}")
+    assert 7190 <= int(params["ValidityPeriod"]) <= 7200
+    assert "MessagingServiceSid" not in params
+    message.refresh_from_db()
+    assert message.status == "sent"
+    assert message.carrier_sid == fake.messages[0]["sid"]
+
+
+def test_requests_match_twilios_spec_from_a_messaging_service(alice_brand, fake):
+    tenant = alice_brand.tenant
+    sender_connect_twilio(
+        tenant=tenant, account_sid=ACCOUNT, auth_token=TOKEN, messaging_service_sid=SERVICE
+    )
+    with tenant_scope(tenant):
+        queue(tenant, subscribed(tenant), "a")
+    assert dispatch_due().sent == 1
+    assert fake.schema_violations() == []
+    params = fake.requests[0].params
+    assert params["MessagingServiceSid"] == SERVICE
+    assert "From" not in params and "ValidityPeriod" not in params
+
+
+def test_the_auth_token_is_stored_encrypted(alice_brand, twilio_sender):
+    raw = bytes(twilio_sender.auth_token_encrypted)
+    assert TOKEN.encode() not in raw
+    from messaging.crypto import decrypt
+
+    assert decrypt(raw) == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "code"),
+    [("invalid_number", "suppressed", "21211"), ("not_mobile", "suppressed", "21614")],
+)
+def test_invalid_numbers_are_suppressed(alice_brand, twilio_sender, fake, behaviour, status, code):
+    tenant = alice_brand.tenant
+    fake.set_behaviour(TO, behaviour)
+    with tenant_scope(tenant):
+        message = queue(tenant, subscribed(tenant), "a")
+    report = dispatch_due()
+    assert report.suppressed == 1
+    message.refresh_from_db()
+    assert (message.status, message.error_code) == (status, code)
+
+
+def test_a_carrier_opt_out_unsubscribes_the_number(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    fake.set_behaviour(TO, "opted_out")
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        message = queue(tenant, subscriber, "a")
+        queue(tenant, subscriber, "b")
+    report = dispatch_due()
+    # The first was refused with 21610; the second is never even attempted.
+    assert (report.suppressed, report.sent) == (2, 0)
+    assert len(fake.requests) == 1
+    message.refresh_from_db()
+    assert message.error_code == "21610"
+    subscriber.refresh_from_db()
+    assert subscriber.status == "unsubscribed"
+    with tenant_scope(tenant):
+        assert subscriber.consent.last().source == "carrier"
+
+
+@pytest.mark.parametrize("behaviour", ["rate_limited", "server_error"])
+def test_temporary_errors_are_retried_with_backoff(alice_brand, twilio_sender, fake, behaviour):
+    tenant = alice_brand.tenant
+    fake.set_behaviour(TO, behaviour)
+    with tenant_scope(tenant):
+        message = queue(tenant, subscribed(tenant), "a")
+    assert dispatch_due().retried == 1
+    message.refresh_from_db()
+    assert message.status == "queued"
+    assert message.send_after > timezone.now() + timedelta(seconds=20)
+    fake.set_behaviour(TO, "ok")
+    assert dispatch_due().claimed == 0  # not before its time
+    later = message.send_after + timedelta(seconds=1)
+    assert dispatch_due(now=lambda: later).sent == 1
+    assert len(fake.sent_to(TO)) == 1
+
+
+def test_a_timeout_after_sending_leaves_the_text_unknown_and_never_resends(
+    alice_brand, twilio_sender, fake, monkeypatch
+):
+    from messaging.gateways import twilio as twilio_gateway
+
+    monkeypatch.setattr(twilio_gateway, "TIMEOUT", 0.5)
+    twilio_gateway._local.__dict__.clear()  # clients are cached per thread with their timeout
+    tenant = alice_brand.tenant
+    fake.set_behaviour(TO, "timeout")
+    with tenant_scope(tenant):
+        message = queue(tenant, subscribed(tenant), "a")
+    assert dispatch_due().unknown == 1
+    message.refresh_from_db()
+    assert message.status == "unknown"
+    fake.set_behaviour(TO, "ok")
+    for _ in range(3):
+        assert dispatch_due(now=lambda: timezone.now() + timedelta(days=1)).claimed == 0
+    assert sending_settle_stale(now=timezone.now() + timedelta(days=1)) == 0
+    assert len(fake.requests) == 1  # the carrier saw it once; we never sent it again
+    twilio_gateway._local.__dict__.clear()
+
+
+def test_an_unreachable_carrier_is_retried(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        message = queue(tenant, subscribed(tenant), "a")
+    with override_settings(TWILIO_API_BASE_URL="http://127.0.0.1:9"):  # nothing listens
+        assert dispatch_due().retried == 1
+    message.refresh_from_db()
+    assert message.status == "queued" and message.attempts == 1
+
+
+def test_the_same_dedupe_key_is_one_text(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        first = queue(tenant, subscriber, "once")
+        second = queue(tenant, subscriber, "once")
+    assert first.pk == second.pk
+    dispatch_due()
+    dispatch_due()
+    assert len(fake.requests) == 1
+
+
+def test_unsubscribed_and_pending_numbers_get_no_marketing(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        gone = subscribed(tenant, "+12125550102")
+        pending = subscriber_opt_in(
+            tenant=tenant,
+            phone="+12125550103",
+            evidence=Evidence(source="web_form"),
+            now=timezone.now(),
+        )
+        from messaging.services.subscribers import subscriber_opt_out
+
+        subscriber_opt_out(
+            subscriber=gone, evidence=Evidence(source="api"), now=timezone.now(), confirm=False
+        )
+        queue(tenant, gone, "m1", kind=MessageKind.MARKETING)
+        queue(tenant, pending, "m2", kind=MessageKind.MARKETING)
+        noon = timezone.now().replace(hour=17, minute=0)  # 13:00 in New York
+        report = dispatch_due(now=lambda: noon)
+    # Sent: the pending number's "Reply Y to confirm" only.
+    assert (report.sent, report.suppressed) == (1, 2)
+    assert [r.params["To"] for r in fake.requests] == ["+12125550103"]
+    with tenant_scope(tenant):
+        reasons = set(
+            OutboundMessage.objects.filter(status="suppressed").values_list(
+                "status_reason", flat=True
+            )
+        )
+    assert reasons == {"unsubscribed", "not subscribed (pending)"}
+
+
+@pytest.mark.django_db(transaction=True)  # sending threads have connections of their own
+def test_each_second_holds_at_most_mps_sends(alice_brand, fake):
+    tenant = alice_brand.tenant
+    sender_connect_twilio(
+        tenant=tenant, account_sid=ACCOUNT, auth_token=TOKEN, from_number=FROM, mps=10
+    )
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        for n in range(25):
+            queue(tenant, subscriber, f"p{n}")
+    report = dispatch_due(concurrency=4)
+    assert report.sent == 25
+    times = sorted(r.received_monotonic for r in fake.requests)
+    for i, start in enumerate(times):
+        in_second = [t for t in times[i:] if t < start + 1.0]
+        assert len(in_second) <= 10 + 1, len(in_second)  # +1: network jitter at the edge
+    assert times[-1] - times[0] >= 2.0  # 25 at 10/s can't take less than 2.4 s
