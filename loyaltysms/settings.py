@@ -246,6 +246,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     "sweep-programs": {"task": "programs.tasks.sweep_all_programs", "schedule": 15 * 60},
     # Deferred texts come due on their own; the dispatcher is also woken as texts are queued.
     "dispatch-due-texts": {"task": "messaging.tasks.dispatch_due", "schedule": 5},
+    "sandbox-receipts": {"task": "messaging.tasks.sandbox_receipts", "schedule": 2},
     "settle-stale-sends": {"task": "messaging.tasks.settle_stale_sends", "schedule": 60},
     "purge-idempotency-records": {
         "task": "loyaltysms.tasks.purge_idempotency_records",

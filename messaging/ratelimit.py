@@ -30,13 +30,14 @@ return {string.format('%d', slot), string.format('%d', now)}
 
 
 @cache
-def _client(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """One client (and connection pool) per process, shared by the messaging app."""
     return redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
 
 
 @cache
 def _script(url: str):
-    return _client(url).register_script(RESERVE)
+    return redis_client(url).register_script(RESERVE)
 
 
 def reserve(sender_key: str, mps: float) -> float:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -44,6 +46,7 @@ from messaging.models import (
     MessageKind,
     MessageStatus,
     OutboundMessage,
+    Sender,
     Subscriber,
     SubscriberStatus,
 )
@@ -105,36 +108,36 @@ def dispatch_due(
     report = DispatchReport()
     batches = 0
     while max_batches is None or batches < max_batches:
-        ids = _claim(now(), batch, report)
-        if ids is None:
+        claimed = _claim(now(), batch, report)
+        if claimed is None:
             break
         batches += 1
-        if concurrency > 1 and len(ids) > 1:
-            report.add(_send_in_threads(ids, now, concurrency))
+        if concurrency > 1 and len(claimed) > 1:
+            report.add(_send_in_threads(claimed, now, concurrency))
         else:
-            for pk in ids:
-                report.add(send_one(pk, clock=now))
+            for message in claimed:
+                report.add(send_one(message, clock=now))
     return report
 
 
 def _send_in_threads(
-    ids: list[int], now: Callable[[], datetime], concurrency: int
+    messages: list[OutboundMessage], now: Callable[[], datetime], concurrency: int
 ) -> DispatchReport:
     """Send a claimed batch from several threads (carrier calls are mostly waiting); each
     thread has its own database connection, closed when the batch is done."""
-    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for pk in ids:
-        pending.put(pk)
+    pending: queue.SimpleQueue[OutboundMessage] = queue.SimpleQueue()
+    for message in messages:
+        pending.put(message)
     total, lock = DispatchReport(), threading.Lock()
 
     def work() -> None:
         try:
             while True:
                 try:
-                    pk = pending.get_nowait()
+                    message = pending.get_nowait()
                 except queue.Empty:
                     return
-                result = send_one(pk, clock=now)
+                result = send_one(message, clock=now)
                 with lock:
                     total.add(result)
         finally:
@@ -142,7 +145,7 @@ def _send_in_threads(
 
     threads = [
         threading.Thread(target=work, name=f"dispatch-{n}")
-        for n in range(min(concurrency, len(ids)))
+        for n in range(min(concurrency, len(messages)))
     ]
     for thread in threads:
         thread.start()
@@ -151,7 +154,7 @@ def _send_in_threads(
     return total
 
 
-def _claim(now: datetime, batch: int, report: DispatchReport) -> list[int] | None:
+def _claim(now: datetime, batch: int, report: DispatchReport) -> list[OutboundMessage] | None:
     """Claim one batch of due texts and run the gate on each. None: nothing was due."""
     with transaction.atomic():
         # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
@@ -175,7 +178,9 @@ def _claim(now: datetime, batch: int, report: DispatchReport) -> list[int] | Non
         return to_send
 
 
-def _gate(messages: list[OutboundMessage], now: datetime, report: DispatchReport) -> list[int]:
+def _gate(
+    messages: list[OutboundMessage], now: datetime, report: DispatchReport
+) -> list[OutboundMessage]:
     tenant = messages[0].tenant
     settings = messaging_settings_get(tenant)
     default_sender = sender_default(tenant)
@@ -199,6 +204,10 @@ def _gate(messages: list[OutboundMessage], now: datetime, report: DispatchReport
     ).values_list("subscriber_id", "sending_at"):
         recent[subscriber_id].append(sending_at)
 
+    senders = {
+        sender.pk: sender
+        for sender in Sender.objects.filter(pk__in={m.sender_id for m in messages if m.sender_id})
+    }
     to_send, changed = [], []
     for message in messages:
         subscriber = subscribers[message.subscriber_id]
@@ -213,8 +222,11 @@ def _gate(messages: list[OutboundMessage], now: datetime, report: DispatchReport
             report.suppressed += 1
             continue
         if message.kind == MessageKind.MARKETING:
-            place = place_of(subscriber.e164)
-            zones = recipient_zones(subscriber.timezone, place, tenant.timezone)
+            zones = (
+                (subscriber.timezone,)
+                if subscriber.timezone
+                else recipient_zones("", place_of(subscriber.e164), tenant.timezone)
+            )
             window = window_for(
                 subscriber.region, settings.window_start_hour, settings.window_end_hour
             )
@@ -246,23 +258,41 @@ def _gate(messages: list[OutboundMessage], now: datetime, report: DispatchReport
         message.status = MessageStatus.SENDING
         message.sending_at = now
         message.attempts += 1
-        message.sender_id = message.sender_id or default_sender.pk
+        message.sender = senders.get(message.sender_id, default_sender)
+        message.sender_id = message.sender.pk
         message.status_reason = ""
-        to_send.append(message.pk)
-    OutboundMessage.objects.bulk_update(
-        changed,
-        [
-            "status",
-            "status_reason",
-            "send_after",
-            "sending_at",
-            "attempts",
-            "sender",
-            "finished_at",
-            "updated_at",
-        ],
-    )
+        to_send.append(message)
+    _record_gate(changed, to_send, now, default_sender)
     return to_send
+
+
+def _record_gate(
+    changed: list[OutboundMessage], to_send: list[OutboundMessage], now: datetime, default_sender
+) -> None:
+    """Write the gate's decisions in a few grouped UPDATEs (not one statement per text)."""
+    rows = OutboundMessage.objects.filter
+    if to_send:
+        rows(pk__in=[m.pk for m in to_send]).update(
+            status=MessageStatus.SENDING,
+            status_reason="",
+            sending_at=now,
+            attempts=F("attempts") + 1,
+            sender_id=Coalesce("sender_id", Value(default_sender.pk)),
+            updated_at=now,
+        )
+    groups = defaultdict(list)
+    for message in changed:
+        if message.status != MessageStatus.SENDING:
+            key = (message.status, message.status_reason, message.send_after, message.finished_at)
+            groups[key].append(message.pk)
+    for (status, reason, send_after, finished_at), ids in groups.items():
+        rows(pk__in=ids).update(
+            status=status,
+            status_reason=reason,
+            send_after=send_after,
+            finished_at=finished_at,
+            updated_at=now,
+        )
 
 
 def consent_refusal(message: OutboundMessage, subscriber: Subscriber) -> str:
@@ -288,51 +318,61 @@ def status_callback_url(message: OutboundMessage) -> str:
     return f"{public_base_url()}{reverse('twilio_status')}?m={message.pk}"
 
 
-def send_one(pk: int, *, clock: Callable[[], datetime] = timezone.now) -> DispatchReport:
+# The text locked for its outcome, and its subscriber's row shared: a STOP (which updates
+# that row) waits for this send to finish, and this send waits for a STOP under way.
+#
+# The outcome is committed without waiting for the disk: if the database crashed before
+# flushing it, the text would still be `sending` from its claim and become `unknown` —
+# never sent twice — so the flush wait (most of a send's database time) buys nothing.
+LOCK_FOR_SEND = """
+SET LOCAL synchronous_commit TO OFF;
+SELECT m.status, s.status
+FROM messaging_outboundmessage m JOIN messaging_subscriber s ON s.id = m.subscriber_id
+WHERE m.id = %s
+FOR NO KEY UPDATE OF m FOR SHARE OF s
+"""
+RECORD_OUTCOME = """
+UPDATE messaging_outboundmessage
+SET status = %s, status_reason = %s, error_code = %s, carrier_sid = %s, send_after = %s,
+    sending_at = %s, sent_at = %s, finished_at = %s, updated_at = %s
+WHERE id = %s
+"""
+
+
+def send_one(
+    message: OutboundMessage, *, clock: Callable[[], datetime] = timezone.now
+) -> DispatchReport:
     """Hand one claimed text to its carrier and record the outcome (see the module doc)."""
     report = DispatchReport()
-    message = (
-        OutboundMessage.objects.unscoped().select_related("tenant", "sender").filter(pk=pk).first()
-    )
-    if message is None or message.status != MessageStatus.SENDING:
-        return report
-    tenant = message.tenant
-    with tenant_scope(tenant):
-        sender = message.sender or sender_default(tenant)
+    sender = message.sender
+    with tenant_scope(message.tenant):
         wait_for_slot(f"sender:{sender.pk}", sender.mps)
         now = clock()
-        with transaction.atomic():
-            message = (
-                OutboundMessage.objects.select_for_update(of=("self",))
-                .select_related("tenant")
-                .get(pk=pk)
-            )
-            if message.status != MessageStatus.SENDING:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(LOCK_FOR_SEND, [message.pk])
+            row = cursor.fetchone()
+            if row is None or row[0] != MessageStatus.SENDING:
                 return report
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT status FROM messaging_subscriber WHERE id = %s FOR SHARE",
-                    [message.subscriber_id],
-                )
-                status = cursor.fetchone()[0]
-            refusal = consent_refusal(message, Subscriber(status=status))
+            refusal = consent_refusal(message, Subscriber(status=row[1]))
             if refusal:
                 _finish(message, MessageStatus.SUPPRESSED, now, refusal)
                 report.suppressed += 1
             else:
                 _send(message, sender, now, report, clock)
-            message.save(
-                update_fields=[
-                    "status",
-                    "status_reason",
-                    "error_code",
-                    "carrier_sid",
-                    "send_after",
-                    "sending_at",
-                    "sent_at",
-                    "finished_at",
-                    "updated_at",
-                ]
+            cursor.execute(
+                RECORD_OUTCOME,
+                [
+                    message.status,
+                    message.status_reason,
+                    message.error_code,
+                    message.carrier_sid,
+                    message.send_after,
+                    message.sending_at,
+                    message.sent_at,
+                    message.finished_at,
+                    clock(),
+                    message.pk,
+                ],
             )
     return report
 

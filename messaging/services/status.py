@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
+from django.utils import timezone
 
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import ConsentSource, MessageStatus, OutboundMessage, Subscriber
@@ -82,3 +83,25 @@ def status_receive(*, message: OutboundMessage, params: dict, now: datetime) -> 
                 confirm=False,
             )
         return True
+
+
+def sandbox_receipts_deliver(*, until: float | None = None) -> int:
+    """Apply the sandbox carrier's due receipts, exactly as Twilio's would be applied."""
+    from messaging.gateways.sandbox import receipts_due
+
+    applied = 0
+    while True:
+        due = receipts_due(until=until)
+        if not due:
+            return applied
+        ids = {message_id for _, message_id, *_ in due}
+        # WARNING: all tenants' messages named by the receipts; each applied in its own scope.
+        messages = OutboundMessage.objects.unscoped().select_related("tenant").in_bulk(ids)
+        for _tenant_id, message_id, sid, status, error_code in due:
+            message = messages.get(message_id)
+            if message is None:
+                continue
+            params = {"MessageSid": sid, "MessageStatus": status}
+            if error_code:
+                params["ErrorCode"] = error_code
+            applied += status_receive(message=message, params=params, now=timezone.now())
