@@ -1,0 +1,115 @@
+"""Importing numbers that consented elsewhere, each with its evidence (compliance.md).
+
+A row needs the number and the consent it was given: when (consented_at), and the disclosure
+text shown (a column, or one text for the whole file). Each row is its own transaction; bad
+rows are reported by line and never undo good ones. Imported numbers are subscribed without a
+confirmation text: they confirmed where they signed up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TextIO
+
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from loyaltysms.models import Tenant
+from loyaltysms.tenancy.context import tenant_scope
+from messaging.models import ConsentSource, Subscriber
+from messaging.selectors import e164_or_none
+from messaging.services.subscribers import Evidence, subscriber_opt_in
+
+COLUMNS = ("phone", "consented_at", "consent_text", "consent_url", "ip", "user_agent", "source")
+ERRORS_KEPT = 1000
+
+
+@dataclass
+class SubscriberImportReport:
+    imported: int = 0
+    already_subscribed: int = 0
+    failed: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+
+    def fail(self, line: int, why: str) -> None:
+        self.failed += 1
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append((line, why))
+
+
+def subscribers_import(
+    *,
+    tenant: Tenant,
+    rows: Iterable[dict[str, str]],
+    now: datetime,
+    consent_text: str = "",
+    actor: str = "",
+) -> SubscriberImportReport:
+    report = SubscriberImportReport()
+    for line, row in enumerate(rows, start=2):
+        row = {key.strip().lower(): (value or "").strip() for key, value in row.items() if key}
+        phone = e164_or_none(row.get("phone", ""), tenant.default_country)
+        text = row.get("consent_text") or consent_text
+        consented_at = (
+            parse_datetime(row.get("consented_at", "")) if row.get("consented_at") else None
+        )
+        if phone is None:
+            report.fail(line, f"phone: {row.get('phone', '')!r} is not a phone number")
+            continue
+        if not text:
+            report.fail(line, "consent_text: the disclosure the person agreed to is required")
+            continue
+        if consented_at is None or consented_at.tzinfo is None:
+            report.fail(line, "consented_at: an ISO 8601 time with its offset is required")
+            continue
+        evidence = Evidence(
+            source=ConsentSource.IMPORT,
+            disclosure_text=text,
+            page_url=row.get("consent_url", "")[:2000],
+            ip=row.get("ip") or None,
+            user_agent=row.get("user_agent", ""),
+            actor=actor,
+            extra={
+                "consented_at": consented_at.isoformat(),
+                "original_source": row.get("source", ""),
+            },
+        )
+        try:
+            with transaction.atomic(), tenant_scope(tenant):
+                before = Subscriber.objects.filter(phone=phone).values_list("status", flat=True)
+                was = before.first()
+                subscriber_opt_in(
+                    tenant=tenant,
+                    phone=phone,
+                    evidence=evidence,
+                    now=now,
+                    double_opt_in=False,
+                    send_confirmation=False,
+                )
+        except (ValueError, TypeError) as exc:
+            report.fail(line, str(exc))
+            continue
+        if was == "subscribed":
+            report.already_subscribed += 1
+        else:
+            report.imported += 1
+    return report
+
+
+def subscribers_import_csv(
+    *, tenant: Tenant, file: TextIO | bytes, now: datetime, consent_text: str = "", actor: str = ""
+) -> SubscriberImportReport:
+    if isinstance(file, bytes):
+        file = io.StringIO(file.decode("utf-8-sig"))
+    reader = csv.DictReader(file)
+    if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
+        report = SubscriberImportReport()
+        report.fail(1, "the header needs a 'phone' column (and consented_at, consent_text)")
+        return report
+    return subscribers_import(
+        tenant=tenant, rows=reader, now=now, consent_text=consent_text, actor=actor
+    )
