@@ -139,3 +139,53 @@ def sender_use_sandbox(*, tenant: Tenant, actor: User | None = None) -> Sender:
         sandbox.save(update_fields=["is_default"])
         AuditEvent.objects.create(actor=actor, action="sender.use_sandbox", target="sandbox")
         return sandbox
+
+
+SETTINGS_FIELDS = (
+    "brand_name",
+    "join_keywords",
+    "help_text",
+    "frequency_text",
+    "disclosure_text",
+    "terms_url",
+    "privacy_url",
+    "window_start_hour",
+    "window_end_hour",
+    "cap_messages",
+    "cap_hours",
+    "opt_out_footer",
+    "footer_text",
+    "smart_encoding",
+)
+
+
+@transaction.atomic
+def messaging_settings_update(
+    *, tenant: Tenant, changes: dict, actor: User | None = None
+) -> MessagingSettings:
+    """Save validated settings (a ModelForm checks them against the model's rules, which
+    never allow looser than the law); a new disclosure text gets a new version number, and
+    the change is audited."""
+    with tenant_scope(tenant):
+        settings = MessagingSettings.objects.select_for_update().get(
+            pk=messaging_settings_get(tenant).pk
+        )
+        changed = {}
+        for name in SETTINGS_FIELDS:
+            if name in changes and getattr(settings, name) != changes[name]:
+                changed[name] = changes[name]
+                setattr(settings, name, changes[name])
+        if "join_keywords" in changed:
+            settings.join_keywords = [k.strip().upper() for k in settings.join_keywords if k]
+        if "disclosure_text" in changed:
+            settings.disclosure_version += 1
+            changed["disclosure_version"] = settings.disclosure_version
+        if changed:
+            settings.save()
+            AuditEvent.objects.create(
+                actor=actor,
+                action="messaging.settings",
+                target="compliance settings",
+                detail={k: str(v) for k, v in changed.items()},
+            )
+        return settings

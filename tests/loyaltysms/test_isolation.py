@@ -96,6 +96,14 @@ def _make_api_objects(brand) -> dict[str, dict]:
             ends_at=now + timedelta(days=1),
         )
         members.points_adjust(member=member, points=1, reason="x", now=now)
+        from messaging.services.subscribers import Evidence, subscriber_opt_in
+
+        subscriber = subscriber_opt_in(
+            tenant=tenant,
+            phone="+12125550188",
+            evidence=Evidence(source="api", disclosure_text="x"),
+            now=now,
+        )
     ext = {"external_id": member.external_id}
     return {
         "api_member": ext,
@@ -109,13 +117,16 @@ def _make_api_objects(brand) -> dict[str, dict]:
         "api_redemption_cancel": {"redemption_id": redemption.pk},
         "api_tier": {"tier_id": tier.pk},
         "api_multiplier_event": {"event_id": event.pk},
+        "api_subscriber": {"phone": subscriber.e164},
     }
 
 
 GET_ONLY = {"member_detail", "member_import_detail"}
 
 # Routes with a path argument that is not an object id of a brand.
-NOT_TENANT_IDS = {"invitation_accept"}  # an unguessable token, tested in test_dashboard
+# Unguessable tokens: an invitation (tested in test_dashboard) and a tracked link (public by
+# design; tests/messaging/test_links.py).
+NOT_TENANT_IDS = {"invitation_accept", "short_link"}
 
 
 def all_patterns(resolver=None, prefix=""):
@@ -242,10 +253,13 @@ def test_api_key_sees_only_its_own_brand(alice_brand, charlie_brand):
 
 
 def _charlies_state(brand):
+    from messaging.models import ConsentRecord, Subscriber
     from programs.models import Member, PointsEntry, Redemption, Refund, Reward, Tier
 
     with tenant_scope(brand.tenant):
         return (
+            list(Subscriber.objects.values_list("phone", "status")),
+            ConsentRecord.objects.count(),
             list(Member.objects.values_list("external_id", "points_balance", "email")),
             PointsEntry.objects.count(),
             list(Redemption.objects.values_list("status", flat=True)),
