@@ -100,7 +100,7 @@ def _make_api_objects(brand) -> dict[str, dict]:
 
         subscriber = subscriber_opt_in(
             tenant=tenant,
-            phone="+12125550188",
+            phone=f"+1212555{100 + tenant.pk % 100:04d}",  # a number of its own per brand
             evidence=Evidence(source="api", disclosure_text="x"),
             now=now,
         )
