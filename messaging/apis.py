@@ -20,7 +20,8 @@ from programs import selectors as program_selectors
 
 
 def _valid(serializer_class, request):
-    serializer = serializer_class(data=request.data, context={"request": request})
+    context = {"request": request, "tenant": request.auth.tenant}
+    serializer = serializer_class(data=request.data, context=context)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 

@@ -16,6 +16,8 @@ from messaging.crypto import decrypt
 from messaging.models import OutboundMessage, Sender
 from messaging.services.setup import sender_default
 
+from ..programs.conftest import alice_api, charlie_api  # noqa: F401 - the storefront fixtures
+
 _sids = count(1)
 # testserver is Django's test client host; the webhook checks signatures against it.
 BASE = "http://testserver"
