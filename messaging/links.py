@@ -19,7 +19,9 @@ from messaging.models import ShortLink
 PREVIEW_AGENTS = re.compile(
     r"facebookexternalhit|facebot|twitterbot|slackbot|whatsapp|telegrambot|discordbot|"
     r"linkedinbot|skypeuripreview|googlebot|bingbot|applebot|embedly|preview|crawler|spider|"
-    r"\bbot\b|curl/|wget/|python-requests",
+    r"google-read-aloud|\bbot\b|curl/|wget/|python-requests|"
+    # Crawlers name a URL about themselves; browsers don't.
+    r"\+?https?://",
     re.IGNORECASE,
 )
 
