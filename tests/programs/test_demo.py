@@ -1,4 +1,4 @@
-"""The demo brand's program: tiers, rewards and a few thousand members whose ledgers add up."""
+"""The demo brand: tiers, rewards, members whose ledgers add up, and its SMS subscribers."""
 
 from django.db.models import Count, Q, Sum
 
@@ -36,4 +36,15 @@ def test_seed_demo_builds_a_program_with_a_real_looking_history(db):
         )
         for member_id, balance in Member.objects.values_list("id", "points_balance"):
             assert balance == entries.get(member_id, 0) == (lots.get(member_id) or 0) >= 0
+        # The SMS channel: consented subscribers linked to members, and an inbox to look at.
+        from messaging.models import ConsentRecord, Subscriber
+
+        sms = result["seeded"]["messaging"]
+        subscribed = Subscriber.objects.filter(status="subscribed")
+        assert subscribed.count() >= sms["subscribers"] > 300
+        assert subscribed.filter(member__isnull=False).count() >= sms["subscribers"]
+        assert Member.objects.filter(sms_status="subscribed").count() >= sms["subscribers"]
+        assert ConsentRecord.objects.exclude(disclosure_text="").count() >= sms["subscribers"]
+        assert Subscriber.objects.filter(unread_count__gt=0).count() >= 2
+        assert Subscriber.objects.filter(needs_attention=True).exists()
     assert seed_demo()["created"] is False  # a second run adds nothing
