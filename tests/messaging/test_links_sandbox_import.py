@@ -263,3 +263,36 @@ def test_personalization_reads_loyalty_data(alice_brand, subscriber):
         values=values,
     )
     assert message.body.startswith("Ana, you have 42 points")
+
+
+def test_import_and_connect_commands(alice_brand, tmp_path, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "numbers.csv"
+    path.write_bytes(IMPORT)
+    with pytest.raises(SystemExit):  # two bad rows: a failing exit status
+        call_command("import_subscribers", "alices-bakery", str(path), consent_text="Sheet")
+    out, err = capsys.readouterr()
+    assert "imported 2, already subscribed 1, failed 2" in out
+    assert "line 4: phone" in err
+
+    call_command(
+        "connect_twilio",
+        "alices-bakery",
+        "--account-sid",
+        "AC" + "ab" * 16,
+        "--auth-token",
+        "secret-token-0123456789",
+        "--from",
+        "+14155550100",
+        "--mps",
+        "30",
+    )
+    out, _ = capsys.readouterr()
+    assert '"sender": "+14155550100"' in out and "secret-token" not in out
+    with pytest.raises(CommandError, match="Account SID"):
+        call_command(
+            "connect_twilio", "alices-bakery", "--account-sid", "nope", "--auth-token", "x" * 20,
+            "--from", "+14155550100",
+        )  # fmt: skip
