@@ -289,9 +289,9 @@ class OutboundMessage(TenantOwnedModel):
             models.UniqueConstraint(fields=["carrier_sid"], name="outbound_carrier_sid"),
         ]
         indexes = [
-            # The dispatcher's queue, across tenants: small, since sent rows leave it.
+            # The dispatcher's queue per sender, across tenants: small, since sent rows leave it.
             models.Index(
-                fields=["send_after"],
+                fields=["sender", "send_after", "id"],
                 condition=Q(status__in=["queued", "deferred"]),
                 name="outbound_due",
             ),

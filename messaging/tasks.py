@@ -12,13 +12,19 @@ from messaging.services.status import sandbox_receipts_deliver
 
 # Threads sending at once per dispatcher process: enough for a 1,000 MPS sender.
 DISPATCH_CONCURRENCY = 16
+# Claims stop after this long (a claimed batch still finishes), far below the task time limit:
+# a task killed mid-batch would leave its claimed texts `unknown`.
+DISPATCH_SECONDS = 60
 
 
 @shared_task(route_queue=Queue.DISPATCH.value)
 def dispatch_due() -> dict:
     """Send every due text. Woken after texts are queued, and by beat every few seconds for
     deferred texts whose moment has come."""
-    return vars(dispatch(concurrency=DISPATCH_CONCURRENCY))
+    report = dispatch(concurrency=DISPATCH_CONCURRENCY, max_seconds=DISPATCH_SECONDS)
+    if report.unfinished:
+        dispatch_due.delay()  # the rest in a fresh task, well inside the time limit
+    return vars(report)
 
 
 @shared_task(route_queue=Queue.DISPATCH.value)

@@ -251,3 +251,43 @@ def test_each_second_holds_at_most_mps_sends(alice_brand, fake):
         in_second = [t for t in times[i:] if t < start + 1.0]
         assert len(in_second) <= 10 + 1, len(in_second)  # +1: network jitter at the edge
     assert times[-1] - times[0] >= 2.0  # 25 at 10/s can't take less than 2.4 s
+
+
+def test_a_slow_senders_backlog_does_not_hold_up_another_brand(
+    alice_brand, charlie_brand, charlie_sender, fake
+):
+    from messaging.services import dispatch
+
+    tenant = alice_brand.tenant
+    sender_connect_twilio(
+        tenant=tenant, account_sid=ACCOUNT, auth_token=TOKEN, from_number=FROM, mps=1
+    )
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        for n in range(50):
+            queue(tenant, subscriber, f"slow{n}")
+    other = charlie_brand.tenant
+    charlie_sender.mps = 1000
+    charlie_sender.save()
+    with tenant_scope(other):
+        queue(other, subscribed(other, "+12125550177"), "fast")
+    # One claim: charlie's text is in it although alice's 50 older ones are ahead in time,
+    # and alice's sender gets only what it can send in CLAIM_SECONDS.
+    claimed = dispatch._claim(timezone.now(), 200, dispatch.DispatchReport())
+    to = [m.to for m in claimed]
+    assert "+12125550177" in to
+    assert to.count(TO) == dispatch.CLAIM_SECONDS * 1
+    with tenant_scope(tenant):
+        assert OutboundMessage.objects.filter(status="queued").count() == 50 - 10
+
+
+def test_the_dispatcher_stops_claiming_at_its_time_limit(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        for n in range(5):
+            queue(tenant, subscriber, f"t{n}")
+    report = dispatch_due(batch=2, max_seconds=0)
+    assert report.unfinished and report.claimed == 0
+    report = dispatch_due(batch=2, max_seconds=60)
+    assert not report.unfinished and report.sent == 5
