@@ -296,3 +296,19 @@ def test_import_and_connect_commands(alice_brand, tmp_path, capsys):
             "connect_twilio", "alices-bakery", "--account-sid", "nope", "--auth-token", "x" * 20,
             "--from", "+14155550100",
         )  # fmt: skip
+
+
+def test_carrier_secrets_survive_a_key_rotation(alice_brand, alice_sender, settings):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    from messaging.crypto import decrypt
+
+    old_key = settings.FIELD_ENCRYPTION_KEY
+    token = decrypt(alice_sender.auth_token_encrypted)
+    new_key = Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEY = f"{new_key},{old_key}"
+    call_command("rotate_carrier_secrets")
+    settings.FIELD_ENCRYPTION_KEY = new_key  # the old key is gone
+    alice_sender.refresh_from_db()
+    assert decrypt(alice_sender.auth_token_encrypted) == token
