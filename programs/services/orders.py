@@ -67,6 +67,16 @@ class CurrencyMismatch(ProblemError):
     code = "currency-mismatch"
 
 
+class TooManyPoints(ProblemError):
+    code = "too-many-points"
+
+
+# Points columns are 32-bit and lifetime spend is numeric(14, 2): no member may be taken past
+# them, whatever an order says.
+POINTS_CEILING = 2**31 - 1
+SPEND_CEILING = Decimal("999999999999.99")
+
+
 @dataclass(frozen=True)
 class Recorded:
     order: Order
@@ -122,6 +132,16 @@ def order_record(
 
         pending_mature(member=member, now=now)
         points = order_points(program, member, subtotal)
+        if (
+            max(member.lifetime_points, member.points_balance + member.points_pending) + points
+            > POINTS_CEILING
+            or member.lifetime_spend + subtotal > SPEND_CEILING
+        ):
+            raise TooManyPoints(
+                f"This order would award {points:,} points, more than a member's account can "
+                "hold; check the subtotal and the earn rate.",
+                errors={"subtotal": ["too large for the program's earn rate"]},
+            )
         pending = program.pending_days
         stats = ("orders_count", "lifetime_spend", "lifetime_points", "last_order_at")
         member.orders_count += 1

@@ -156,3 +156,16 @@ def test_the_order_answer_shows_its_own_lot_expiring(alice_api):
     second = order(alice_api, order_id="b", subtotal="5.00").json()["member"]
     assert sum(row["points"] for row in second["points_expiring"]) == 15
     assert second == alice_api.get("members/cust").json()  # the same as a fresh read
+
+
+def test_an_order_too_large_for_a_members_account_is_refused_not_a_server_error(alice_api):
+    response = alice_api.post(
+        "orders",
+        {"order_id": "huge", "member": "m1", "subtotal": "999999999999.99", "currency": "USD"},
+    )
+    assert_problem(response, 422, "subtotal")
+    assert alice_api.get("members/m1").status_code == 404  # nothing was written
+    ok = alice_api.post(
+        "orders", {"order_id": "fine", "member": "m1", "subtotal": "10.00", "currency": "USD"}
+    )
+    assert ok.status_code == 201
