@@ -49,7 +49,17 @@ def reserve(sender_key: str, mps: float) -> float:
     return max(0.0, (int(slot) - int(now)) / 1_000_000)
 
 
-def wait_for_slot(sender_key: str, mps: float) -> None:
+def wait_for_slot(sender_key: str, mps: float) -> float:
+    """Sleep until the sender's next slot; returns the slot as time.monotonic()."""
     delay = reserve(sender_key, mps)
+    slot = time.monotonic() + delay
     if delay > 0:
         time.sleep(delay)
+    return slot
+
+
+def punctual(slot: float, mps: float) -> bool:
+    """Still close enough to its slot to go now. A thread that was held up (a busy CPU, a
+    slow lock) must not send late on top of the next slots' sends, which would put more
+    than MPS into one second at the carrier."""
+    return time.monotonic() - slot <= max(0.25 / mps, 0.002)

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from messaging import apis, links, webhooks
+from messaging import apis, links, views, webhooks
 
 api_urlpatterns = [
     path("subscribers", apis.SubscribersApi.as_view(), name="api_subscribers"),
@@ -18,4 +18,29 @@ public_urlpatterns = [
     path("l/<str:code>", links.follow, name="short_link"),
 ]
 
-dashboard_urlpatterns: list = []
+dashboard_urlpatterns: list = [
+    path("sms/subscribers/", views.subscribers, name="subscribers"),
+    path("sms/subscribers/import/", views.subscribers_import, name="subscribers_import"),
+    path(
+        "sms/subscribers/<int:subscriber_id>/",
+        views.subscriber_detail,
+        name="subscriber_detail",
+    ),
+    path(
+        "sms/subscribers/<int:subscriber_id>/consent.csv",
+        views.subscriber_consent_export,
+        name="subscriber_consent_export",
+    ),
+    path(
+        "sms/subscribers/<int:subscriber_id>/unsubscribe/",
+        views.subscriber_unsubscribe,
+        name="subscriber_unsubscribe",
+    ),
+    path("sms/inbox/", views.inbox, name="inbox"),
+    path("sms/inbox/<int:subscriber_id>/", views.inbox_conversation, name="inbox_conversation"),
+    path("sms/inbox/<int:subscriber_id>/reply/", views.inbox_reply, name="inbox_reply"),
+    path("sms/settings/", views.sms_settings, name="sms_settings"),
+    path("sms/settings/senders/twilio/", views.sms_sender_connect, name="sms_sender_connect"),
+    path("sms/settings/senders/sandbox/", views.sms_sender_sandbox, name="sms_sender_sandbox"),
+    path("sms/simulator/", views.sms_simulator, name="sms_simulator"),
+]
