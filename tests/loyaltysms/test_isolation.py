@@ -37,7 +37,15 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     job = member_import_queue(
         tenant=tenant, filename="x.csv", content="external_id\nz\n", user=brand.owner
     )
+    from messaging.selectors import get_subscriber
+
+    subscriber = get_subscriber(tenant, loyalty["api_subscriber"]["phone"])
     return {
+        "subscriber_detail": {"subscriber_id": subscriber.pk},
+        "subscriber_consent_export": {"subscriber_id": subscriber.pk},
+        "subscriber_unsubscribe": {"subscriber_id": subscriber.pk},
+        "inbox_conversation": {"subscriber_id": subscriber.pk},
+        "inbox_reply": {"subscriber_id": subscriber.pk},
         "member_import_detail": {"import_id": job.pk},
         "member_detail": {"member_id": member.pk},
         "member_adjust": {"member_id": member.pk},
@@ -121,7 +129,13 @@ def _make_api_objects(brand) -> dict[str, dict]:
     }
 
 
-GET_ONLY = {"member_detail", "member_import_detail"}
+GET_ONLY = {
+    "member_detail",
+    "member_import_detail",
+    "subscriber_detail",
+    "subscriber_consent_export",
+    "inbox_conversation",
+}
 
 # Routes with a path argument that is not an object id of a brand.
 # Unguessable tokens: an invitation (tested in test_dashboard) and a tracked link (public by
@@ -181,6 +195,11 @@ DASHBOARD_PAGES = [
     "program_settings",
     "program_tiers",
     "program_rewards",
+    "subscribers",
+    "subscribers_import",
+    "inbox",
+    "sms_settings",
+    "sms_simulator",
 ]
 
 
