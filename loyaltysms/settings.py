@@ -130,6 +130,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "loyaltysms.tenancy.context_processors.tenancy",
+                # The nav's unread count: one aggregate, only when a page draws the nav.
+                "messaging.views.inbox_nav",
             ],
         },
     },

@@ -64,10 +64,11 @@ def conversation(subscriber: Subscriber, limit: int = 200) -> list:
     """Texts both ways with one subscriber, oldest first (the newest `limit`)."""
     outbound = list(OutboundMessage.objects.filter(subscriber=subscriber).order_by("-id")[:limit])
     inbound = list(InboundMessage.objects.filter(subscriber=subscriber).order_by("-id")[:limit])
-    items = [("out", m.created_at, m) for m in outbound] + [
-        ("in", m.created_at, m) for m in inbound
-    ]
-    items.sort(key=lambda item: (item[1], item[2].pk))
+    # At the same instant the subscriber's text comes first: our reply answers it.
+    keyed = [(m.created_at, 0, m.pk, "in", m) for m in inbound]
+    keyed += [(m.created_at, 1, m.pk, "out", m) for m in outbound]
+    keyed.sort(key=lambda item: item[:3])
+    items = [(direction, at, message) for at, _, _, direction, message in keyed]
     return items[-limit:]
 
 

@@ -39,6 +39,7 @@ dashboard_urlpatterns: list = [
     path("sms/inbox/", views.inbox, name="inbox"),
     path("sms/inbox/<int:subscriber_id>/", views.inbox_conversation, name="inbox_conversation"),
     path("sms/inbox/<int:subscriber_id>/reply/", views.inbox_reply, name="inbox_reply"),
+    path("sms/inbox/<int:subscriber_id>/resolve/", views.inbox_resolve, name="inbox_resolve"),
     path("sms/settings/", views.sms_settings, name="sms_settings"),
     path("sms/settings/senders/twilio/", views.sms_sender_connect, name="sms_sender_connect"),
     path("sms/settings/senders/sandbox/", views.sms_sender_sandbox, name="sms_sender_sandbox"),

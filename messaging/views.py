@@ -10,7 +10,6 @@ import json
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import DataError
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -71,10 +70,8 @@ def inbox_nav(request) -> dict:
 
 
 def _thread(subscriber: Subscriber) -> list:
-    """The conversation, oldest first. An automatic reply carries the same time as the text
-    that caused it; at equal times the text from them goes first (the selector breaks such
-    ties by row id, which across its two tables says nothing). sorted() keeps the rest."""
-    return sorted(selectors.conversation(subscriber), key=lambda item: (item[1], item[0] != "in"))
+    """The conversation, oldest first (at equal times, their text before our answer)."""
+    return selectors.conversation(subscriber)
 
 
 def _render(request, template: str, context: dict, *, status: int = 200) -> HttpResponse:
@@ -281,17 +278,6 @@ def subscribers_import(request):
                     )
                 except csv.Error as error:
                     form.add_error("file", f"This file can't be read as CSV ({error}).")
-                except DataError as error:
-                    # A value the service passed on unchecked (an ip that isn't an address)
-                    # fails its row's insert; that row's transaction is rolled back, and the
-                    # rows before it are in.
-                    problem = str(error).splitlines()[0]
-                    form.add_error(
-                        "file",
-                        f"The import stopped at a row with a value the database refused "
-                        f"({problem}). Rows before it were imported; fix that row and import "
-                        "the file again (numbers in already count as already subscribed).",
-                    )
                 else:
                     form = forms.SubscriberImportForm()
     else:
@@ -366,13 +352,9 @@ def _conversation_page(request, subscriber: Subscriber, form, *, status: int = 2
     can_reply = request.membership.allows(Role.MARKETER)
     with tenant_scope(request.tenant):
         thread = _thread(subscriber)
-    # Opening a conversation reads it for the team. Viewers only look: their visit leaves
-    # it unread (and flagged) for someone who can answer.
-    if (
-        request.method == "GET"
-        and can_reply
-        and (subscriber.unread_count or subscriber.needs_attention)
-    ):
+    # Opening a conversation reads it for the team (a possible opt-out stays flagged until
+    # resolved). Viewers only look: their visit leaves it unread for someone who can answer.
+    if request.method == "GET" and can_reply and subscriber.unread_count:
         inbox_services.inbox_mark_read(subscriber=subscriber)
     return _render(
         request,
@@ -394,6 +376,16 @@ def _conversation_page(request, subscriber: Subscriber, form, *, status: int = 2
 def inbox_conversation(request, subscriber_id: int):
     subscriber = selectors.get_subscriber_by_id(request.tenant, subscriber_id)
     return _conversation_page(request, subscriber, forms.ReplyForm())
+
+
+@require_POST
+@tenant_view(write=Role.MARKETER)
+def inbox_resolve(request, subscriber_id: int):
+    """A person decided about a text that might be an opt-out; the flag goes, audited."""
+    subscriber = selectors.get_subscriber_by_id(request.tenant, subscriber_id)
+    inbox_services.inbox_resolve(subscriber=subscriber, actor=request.user)
+    messages.success(request, "Marked as resolved.")
+    return redirect("inbox_conversation", subscriber_id=subscriber.pk)
 
 
 @require_POST

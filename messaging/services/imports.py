@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
 
 from loyaltysms.models import Tenant
@@ -24,6 +26,7 @@ from messaging.models import ConsentSource, Subscriber
 from messaging.selectors import e164_or_none
 from messaging.services.subscribers import Evidence, subscriber_opt_in
 
+URL = re.compile(r"^https?://\S+$")
 COLUMNS = ("phone", "consented_at", "consent_text", "consent_url", "ip", "user_agent", "source")
 ERRORS_KEPT = 1000
 
@@ -48,8 +51,9 @@ def subscribers_import(
     now: datetime,
     consent_text: str = "",
     actor: str = "",
+    report: SubscriberImportReport | None = None,
 ) -> SubscriberImportReport:
-    report = SubscriberImportReport()
+    report = report if report is not None else SubscriberImportReport()
     for line, row in enumerate(rows, start=2):
         row = {key.strip().lower(): (value or "").strip() for key, value in row.items() if key}
         phone = e164_or_none(row.get("phone", ""), tenant.default_country)
@@ -66,11 +70,21 @@ def subscribers_import(
         if consented_at is None or consented_at.tzinfo is None:
             report.fail(line, "consented_at: an ISO 8601 time with its offset is required")
             continue
+        ip = row.get("ip") or None
+        if ip is not None:
+            try:
+                ip = str(ipaddress.ip_address(ip))
+            except ValueError:
+                report.fail(line, f"ip: {ip!r} is not an IP address")
+                continue
+        if row.get("consent_url") and not URL.match(row["consent_url"]):
+            report.fail(line, "consent_url: an http(s) URL, or empty")
+            continue
         evidence = Evidence(
             source=ConsentSource.IMPORT,
             disclosure_text=text,
             page_url=row.get("consent_url", "")[:2000],
-            ip=row.get("ip") or None,
+            ip=ip,
             user_agent=row.get("user_agent", ""),
             actor=actor,
             extra={
@@ -90,8 +104,9 @@ def subscribers_import(
                     double_opt_in=False,
                     send_confirmation=False,
                 )
-        except (ValueError, TypeError) as exc:
-            report.fail(line, str(exc))
+        except (ValueError, TypeError, DatabaseError) as exc:
+            # A value the checks above let through but the database refuses: this row only.
+            report.fail(line, str(exc).splitlines()[0])
             continue
         if was == "subscribed":
             report.already_subscribed += 1
@@ -103,13 +118,26 @@ def subscribers_import(
 def subscribers_import_csv(
     *, tenant: Tenant, file: TextIO | bytes, now: datetime, consent_text: str = "", actor: str = ""
 ) -> SubscriberImportReport:
+    report = SubscriberImportReport()
     if isinstance(file, bytes):
-        file = io.StringIO(file.decode("utf-8-sig"))
+        try:
+            file = io.StringIO(file.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            report.fail(1, f"the file is not UTF-8 text (byte {exc.start}); save it as CSV UTF-8")
+            return report
     reader = csv.DictReader(file)
-    if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
-        report = SubscriberImportReport()
-        report.fail(1, "the header needs a 'phone' column (and consented_at, consent_text)")
+    try:
+        if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
+            report.fail(1, "the header needs a 'phone' column (and consented_at, consent_text)")
+            return report
+        return subscribers_import(
+            tenant=tenant,
+            rows=reader,
+            now=now,
+            consent_text=consent_text,
+            actor=actor,
+            report=report,
+        )
+    except csv.Error as exc:
+        report.fail(reader.line_num, f"unreadable CSV: {exc}")
         return report
-    return subscribers_import(
-        tenant=tenant, rows=reader, now=now, consent_text=consent_text, actor=actor
-    )

@@ -75,6 +75,10 @@ def inbound_receive(*, sender: Sender, params: dict, now: datetime) -> InboundMe
             keyword=normalize(body)[:40] if intent != Intent.REPLY else "",
             message_body=body,
             inbound_sid=message.carrier_sid,
+            # What the brand discloses wherever it advertises its keywords; the texts sent
+            # in answer are kept with the record too.
+            disclosure_text=settings.disclosure_text,
+            disclosure_version=str(settings.disclosure_version),
         )
         _act(intent, subscriber, evidence, settings, now)
         _to_inbox(subscriber, intent, now)
@@ -91,8 +95,6 @@ def _act(intent, subscriber: Subscriber, evidence: Evidence, settings, now: date
         subscriber_confirm(subscriber=subscriber, evidence=evidence, now=now)
     elif intent == Intent.OPT_IN and status == SubscriberStatus.UNSUBSCRIBED:
         # START after STOP: the subscriber asked to come back; no second confirmation step.
-        evidence.disclosure_text = settings.disclosure_text
-        evidence.disclosure_version = str(settings.disclosure_version)
         subscriber_opt_in(
             tenant=subscriber.tenant,
             phone=subscriber.e164,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from loyaltysms.models import User
+from loyaltysms.models import AuditEvent, User
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import MessageKind, OutboundMessage, Subscriber
 from messaging.services.outbound import message_create
@@ -33,5 +33,14 @@ def inbox_reply(
 
 
 def inbox_mark_read(*, subscriber: Subscriber) -> None:
+    """Read; a possible opt-out stays flagged until a person resolves it (inbox_resolve)."""
     with tenant_scope(subscriber.tenant):
-        Subscriber.objects.filter(pk=subscriber.pk).update(unread_count=0, needs_attention=False)
+        Subscriber.objects.filter(pk=subscriber.pk).update(unread_count=0)
+
+
+def inbox_resolve(*, subscriber: Subscriber, actor: User | None) -> None:
+    """A person looked at a text that might be an opt-out and decided (keeping the number,
+    or unsubscribing it). Audited: with a legal deadline, who decided matters."""
+    with tenant_scope(subscriber.tenant):
+        Subscriber.objects.filter(pk=subscriber.pk).update(needs_attention=False)
+        AuditEvent.objects.create(actor=actor, action="inbox.resolved", target=subscriber.e164)

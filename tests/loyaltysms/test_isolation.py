@@ -46,6 +46,7 @@ def other_tenant_ids(brand) -> dict[str, dict]:
         "subscriber_unsubscribe": {"subscriber_id": subscriber.pk},
         "inbox_conversation": {"subscriber_id": subscriber.pk},
         "inbox_reply": {"subscriber_id": subscriber.pk},
+        "inbox_resolve": {"subscriber_id": subscriber.pk},
         "member_import_detail": {"import_id": job.pk},
         "member_detail": {"member_id": member.pk},
         "member_adjust": {"member_id": member.pk},

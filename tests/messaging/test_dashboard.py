@@ -371,19 +371,21 @@ def test_import_refuses_files_over_5_mb_and_non_csv(alice_brand):
         assert not Subscriber.objects.exists()
 
 
-def test_import_stopped_by_a_value_the_database_refuses_is_a_form_error(alice_brand):
-    # The import service doesn't check the ip column; an invalid one fails its row's insert.
+def test_import_reports_a_bad_ip_on_its_line_and_imports_the_rest(alice_brand):
     content = (
         b"phone,consented_at,consent_text,ip\n"
         b"+12125550136,2025-03-01T10:00:00-05:00,Yes,203.0.113.7\n"
         b"+12125550137,2025-03-01T10:00:00-05:00,Yes,not-an-ip\n"
+        b"+12125550138,2025-03-01T10:00:00-05:00,Yes,\n"
     )
     response = signed_in(alice_brand.owner).post(
         reverse("subscribers_import"), {"file": upload(content)}
     )
-    assert response.status_code == 422
-    assert "Rows before it were imported" in response.content.decode()
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "not-an-ip" in page and "is not an IP address" in page
     assert subscriber(alice_brand.tenant, "+12125550136").status == "subscribed"
+    assert subscriber(alice_brand.tenant, "+12125550138").status == "subscribed"
     with tenant_scope(alice_brand.tenant):
         assert not Subscriber.objects.filter(phone="+12125550137").exists()
 
@@ -422,12 +424,19 @@ def test_inbox_counts_unread_and_flags_possible_opt_outs(alice_brand, alice_send
     flagged = client.get(reverse("inbox_conversation", args=[unsure_id])).content.decode()
     assert "might be asking to stop" in flagged
     them = subscriber(tenant, unsure.number)
-    assert (them.unread_count, them.needs_attention) == (0, False)
+    # Read, but a possible opt-out stays flagged until a person resolves it.
+    assert (them.unread_count, them.needs_attention) == (0, True)
     after = client.get(reverse("inbox")).content.decode()
     assert "Inbox (" not in after and ">Inbox</a>" in after
-    # The flag stays on the text itself.
+    response = client.post(reverse("inbox_resolve", args=[unsure_id]))
+    assert response.status_code == 302
+    assert subscriber(tenant, unsure.number).needs_attention is False
     with tenant_scope(tenant):
+        # The flag stays on the text itself, and who resolved it is recorded.
         assert InboundMessage.objects.get(subscriber=them).needs_attention
+        from loyaltysms.models import AuditEvent
+
+        assert AuditEvent.objects.filter(action="inbox.resolved", actor=alice_brand.owner).exists()
 
 
 def test_a_viewer_opening_a_conversation_leaves_it_unread(alice_brand, vera, phone):

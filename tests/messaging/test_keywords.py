@@ -282,3 +282,27 @@ def test_subscribing_pays_the_loyalty_bonus_once(alice_brand, phone):
         assert member.sms_status == "subscribed"
         assert member.points_balance == 100
         assert subscriber_of(phone).member_id == member.pk
+
+
+def test_keyword_consent_keeps_the_brands_disclosure_and_the_texts(phone):
+    phone.text("JOIN")
+    phone.text("Y")
+    with tenant_scope(phone.sender.tenant):
+        requested, confirmed = ConsentRecord.objects.order_by("id")
+    for record in (requested, confirmed):
+        assert record.source == "keyword"
+        assert record.disclosure_text.startswith("By subscribing you agree")
+        assert record.disclosure_version == "1"
+    assert (requested.keyword, requested.message_body) == ("JOIN", "JOIN")
+    assert "Reply Y to confirm" in requested.confirmation_text
+    assert confirmed.keyword == "Y" and "You're subscribed!" in confirmed.confirmation_text
+
+
+def test_an_automatic_answer_follows_the_text_it_answers(phone):
+    from messaging.selectors import conversation
+
+    phone.text("HELP")
+    phone.text("JOIN")
+    with tenant_scope(phone.sender.tenant):
+        thread = conversation(Subscriber.objects.get())
+    assert [direction for direction, _, _ in thread] == ["in", "out", "in", "out"]

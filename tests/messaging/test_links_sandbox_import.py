@@ -312,3 +312,18 @@ def test_carrier_secrets_survive_a_key_rotation(alice_brand, alice_sender, setti
     settings.FIELD_ENCRYPTION_KEY = new_key  # the old key is gone
     alice_sender.refresh_from_db()
     assert decrypt(alice_sender.auth_token_encrypted) == token
+
+
+def test_import_reports_bad_ips_urls_and_encodings_by_line(alice_brand):
+    content = (
+        b"phone,consented_at,consent_text,ip,consent_url\n"
+        b"+12125550101,2026-01-02T10:00:00Z,ok,not-an-ip,\n"
+        b"+12125550102,2026-01-02T10:00:00Z,ok,,javascript:alert(1)\n"
+        b"+12125550103,2026-01-02T10:00:00Z,ok,2001:db8::1,https://x.test/f\n"
+    )
+    report = subscribers_import_csv(tenant=alice_brand.tenant, file=content, now=timezone.now())
+    assert (report.imported, report.failed) == (1, 2)
+    assert [line for line, _ in report.errors] == [2, 3]
+    latin1 = "phone,consent_text\n+12125550104,caf\xe9\n".encode("latin-1")
+    report = subscribers_import_csv(tenant=alice_brand.tenant, file=latin1, now=timezone.now())
+    assert report.failed == 1 and "UTF-8" in report.errors[0][1]
