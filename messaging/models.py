@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -11,7 +12,7 @@ from django.db.models import Q
 from phonenumber_field.modelfields import PhoneNumberField
 
 from loyaltysms.models import TenantOwnedModel
-from programs.models import Member
+from programs.models import ImportStatus, Member
 
 
 def default_join_keywords() -> list[str]:
@@ -368,3 +369,36 @@ class ShortLink(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.code
+
+
+class SubscriberImport(TenantOwnedModel):
+    """A CSV of consented numbers from the dashboard, imported by a worker while the page
+    shows progress."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    filename = models.CharField(max_length=255)
+    content = models.TextField()  # emptied once imported: personal data, kept only as needed
+    consent_text = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=8, choices=ImportStatus.choices, default=ImportStatus.QUEUED
+    )
+    total_rows = models.IntegerField(default=0)
+    processed_rows = models.IntegerField(default=0)
+    imported = models.IntegerField(default=0)
+    already_subscribed = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)  # [[line, why], …]
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="subscriberimport_tenant")]
+
+    def __str__(self) -> str:
+        return self.filename
+
+    @property
+    def percent(self) -> int:
+        return int(self.processed_rows * 100 / self.total_rows) if self.total_rows else 100

@@ -14,6 +14,7 @@ from messaging.models import (
     OutboundMessage,
     Sender,
     Subscriber,
+    SubscriberImport,
 )
 
 
@@ -46,6 +47,14 @@ def get_subscriber_by_id(tenant: Tenant, subscriber_id: int) -> Subscriber:
     if subscriber is None:
         raise Http404("No such subscriber.")
     return subscriber
+
+
+def get_subscriber_import(tenant: Tenant, import_id: int) -> SubscriberImport:
+    with tenant_scope(tenant):
+        job = SubscriberImport.objects.filter(pk=import_id).first()
+    if job is None:
+        raise Http404("No such import.")
+    return job
 
 
 def get_sender(tenant: Tenant, sender_id: int) -> Sender:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
+from loyaltysms.tenancy.tasks import tenant_task
 from messaging.services.dispatch import dispatch_due as dispatch
 from messaging.services.dispatch import sending_settle_stale
+from messaging.services.imports import subscriber_import_run
 from messaging.services.status import sandbox_receipts_deliver
 
 # Threads sending at once per dispatcher process: enough for a 1,000 MPS sender.
@@ -37,3 +40,9 @@ def sandbox_receipts() -> int:
     """Beat's entry (every 2 s): the sandbox carrier's due delivery receipts, through the same
     handling as Twilio's."""
     return sandbox_receipts_deliver()
+
+
+@tenant_task(queue=Queue.DEFAULT)
+def import_subscribers(tenant: Tenant, import_id: int) -> None:
+    """A dashboard CSV of consented numbers, imported while the page shows progress."""
+    subscriber_import_run(tenant=tenant, import_id=import_id, now=timezone.now())

@@ -22,6 +22,11 @@ dashboard_urlpatterns: list = [
     path("sms/subscribers/", views.subscribers, name="subscribers"),
     path("sms/subscribers/import/", views.subscribers_import, name="subscribers_import"),
     path(
+        "sms/subscribers/imports/<int:import_id>/",
+        views.subscribers_import_detail,
+        name="subscribers_import_detail",
+    ),
+    path(
         "sms/subscribers/<int:subscriber_id>/",
         views.subscriber_detail,
         name="subscriber_detail",

@@ -4,7 +4,6 @@ import, the two-way inbox, compliance settings and senders, and the phone simula
 from __future__ import annotations
 
 import csv
-import io
 import json
 
 from django.conf import settings as django_settings
@@ -20,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from loyaltysms.models import Role
 from loyaltysms.tenancy.context import tenant_scope
+from loyaltysms.tenancy.tasks import enqueue_on_commit
 from loyaltysms.views import _form_errors, tenant_view
 from messaging import forms, selectors
 from messaging.models import (
@@ -28,6 +28,7 @@ from messaging.models import (
     Sender,
     SenderKind,
     Subscriber,
+    SubscriberImport,
     SubscriberStatus,
 )
 from messaging.services import imports as import_services
@@ -36,6 +37,7 @@ from messaging.services import setup
 from messaging.services.outbound import BodyInvalid
 from messaging.services.subscribers import Evidence, subscriber_opt_out
 from messaging.simulator import TEST_NUMBERS, NotSandbox, simulator_text, simulator_thread
+from messaging.tasks import import_subscribers as import_subscribers_task
 
 PAGE = 50
 
@@ -258,40 +260,49 @@ def subscriber_unsubscribe(request, subscriber_id: int):
 @require_http_methods(["GET", "POST"])
 @tenant_view(read=Role.ADMIN, write=Role.ADMIN)
 def subscribers_import(request):
-    """Numbers that consented elsewhere, with their evidence; the report is shown at once."""
-    report = None
+    """Upload numbers that consented elsewhere; a worker imports them while the import's own
+    page shows progress."""
     if request.method == "POST":
         form = forms.SubscriberImportForm(request.POST, request.FILES)
         if form.is_valid():
+            upload = form.cleaned_data["file"]
             try:
-                text = form.cleaned_data["file"].read().decode("utf-8-sig")
+                text = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
                 form.add_error("file", "This file isn't UTF-8 text. Save it as “CSV UTF-8”.")
             else:
-                try:
-                    report = import_services.subscribers_import_csv(
-                        tenant=request.tenant,
-                        file=io.StringIO(text, newline=""),
-                        now=timezone.now(),
-                        consent_text=form.cleaned_data["consent_text"],
-                        actor=request.user.email,
-                    )
-                except csv.Error as error:
-                    form.add_error("file", f"This file can't be read as CSV ({error}).")
-                else:
-                    form = forms.SubscriberImportForm()
+                job = import_services.subscriber_import_queue(
+                    tenant=request.tenant,
+                    filename=upload.name,
+                    content=text,
+                    consent_text=form.cleaned_data["consent_text"],
+                    user=request.user,
+                )
+                enqueue_on_commit(import_subscribers_task, request.tenant.pk, job.pk)
+                return redirect("subscribers_import_detail", import_id=job.pk)
     else:
         form = forms.SubscriberImportForm()
+    with tenant_scope(request.tenant):
+        recent = list(SubscriberImport.objects.order_by("-pk")[:10])
     return _render(
         request,
         "messaging/subscribers_import.html",
-        {
-            "form": form,
-            "report": report,
-            "sms_tab": "subscribers",
-        },
+        {"form": form, "imports": recent, "sms_tab": "subscribers"},
         status=422 if form.errors else 200,
     )
+
+
+@require_GET
+@tenant_view(read=Role.ADMIN)
+def subscribers_import_detail(request, import_id: int):
+    job = selectors.get_subscriber_import(request.tenant, import_id)
+    partial = request.headers.get("HX-Request") == "true"  # htmx polling for progress
+    template = (
+        "messaging/_subscribers_import_progress.html"
+        if partial
+        else "messaging/subscribers_import_detail.html"
+    )
+    return _render(request, template, {"job": job, "sms_tab": "subscribers"})
 
 
 # --- inbox ----------------------------------------------------------------------------------

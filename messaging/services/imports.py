@@ -12,19 +12,21 @@ import csv
 import io
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
-from messaging.models import ConsentSource, Subscriber
+from messaging.models import ConsentSource, Subscriber, SubscriberImport
 from messaging.selectors import e164_or_none
 from messaging.services.subscribers import Evidence, subscriber_opt_in
+from programs.models import ImportStatus
 
 URL = re.compile(r"^https?://\S+$")
 COLUMNS = ("phone", "consented_at", "consent_text", "consent_url", "ip", "user_agent", "source")
@@ -52,9 +54,12 @@ def subscribers_import(
     consent_text: str = "",
     actor: str = "",
     report: SubscriberImportReport | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SubscriberImportReport:
     report = report if report is not None else SubscriberImportReport()
     for line, row in enumerate(rows, start=2):
+        if progress is not None:
+            progress(line - 1)
         row = {key.strip().lower(): (value or "").strip() for key, value in row.items() if key}
         phone = e164_or_none(row.get("phone", ""), tenant.default_country)
         text = row.get("consent_text") or consent_text
@@ -116,7 +121,13 @@ def subscribers_import(
 
 
 def subscribers_import_csv(
-    *, tenant: Tenant, file: TextIO | bytes, now: datetime, consent_text: str = "", actor: str = ""
+    *,
+    tenant: Tenant,
+    file: TextIO | bytes,
+    now: datetime,
+    consent_text: str = "",
+    actor: str = "",
+    progress: Callable[[int], None] | None = None,
 ) -> SubscriberImportReport:
     report = SubscriberImportReport()
     if isinstance(file, bytes):
@@ -137,7 +148,63 @@ def subscribers_import_csv(
             consent_text=consent_text,
             actor=actor,
             report=report,
+            progress=progress,
         )
     except csv.Error as exc:
         report.fail(reader.line_num, f"unreadable CSV: {exc}")
         return report
+
+
+PROGRESS_EVERY = 100  # rows between progress updates
+
+
+def subscriber_import_queue(
+    *, tenant: Tenant, filename: str, content: str, consent_text: str, user
+) -> SubscriberImport:
+    """Keep an uploaded CSV for a worker; the caller enqueues subscriber_import_run."""
+    with tenant_scope(tenant):
+        rows = max(sum(1 for _ in io.StringIO(content)) - 1, 0)
+        return SubscriberImport.objects.create(
+            filename=filename[:255],
+            content=content,
+            consent_text=consent_text,
+            total_rows=rows,
+            created_by=user,
+        )
+
+
+def subscriber_import_run(
+    *, tenant: Tenant, import_id: int, now: datetime
+) -> SubscriberImport | None:
+    """Import a queued upload once: a second worker (a redelivered task) finds it claimed."""
+    with tenant_scope(tenant):
+        jobs = SubscriberImport.objects.filter(pk=import_id)
+        if jobs.filter(status=ImportStatus.QUEUED).update(status=ImportStatus.RUNNING) != 1:
+            return None
+        job = jobs.select_related("created_by").get()
+
+        def progress(rows: int) -> None:
+            if rows % PROGRESS_EVERY == 0:
+                jobs.update(processed_rows=rows)
+
+        try:
+            report = subscribers_import_csv(
+                tenant=tenant,
+                file=io.StringIO(job.content, newline=""),
+                now=now,
+                consent_text=job.consent_text,
+                actor=job.created_by.email if job.created_by else "",
+                progress=progress,
+            )
+        except Exception:
+            jobs.update(status=ImportStatus.FAILED, finished_at=timezone.now(), content="")
+            raise
+        job.status = ImportStatus.DONE
+        job.processed_rows = job.total_rows
+        job.imported, job.already_subscribed = report.imported, report.already_subscribed
+        job.failed = report.failed
+        job.errors = [list(error) for error in report.errors]
+        job.content = ""
+        job.finished_at = timezone.now()
+        job.save()
+        return job

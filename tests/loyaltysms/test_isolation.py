@@ -40,8 +40,14 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     from messaging.selectors import get_subscriber
 
     subscriber = get_subscriber(tenant, loyalty["api_subscriber"]["phone"])
+    from messaging.services.imports import subscriber_import_queue
+
+    sms_import = subscriber_import_queue(
+        tenant=tenant, filename="n.csv", content="phone\n", consent_text="", user=brand.owner
+    )
     return {
         "subscriber_detail": {"subscriber_id": subscriber.pk},
+        "subscribers_import_detail": {"import_id": sms_import.pk},
         "subscriber_consent_export": {"subscriber_id": subscriber.pk},
         "subscriber_unsubscribe": {"subscriber_id": subscriber.pk},
         "inbox_conversation": {"subscriber_id": subscriber.pk},
@@ -136,6 +142,7 @@ GET_ONLY = {
     "subscriber_detail",
     "subscriber_consent_export",
     "inbox_conversation",
+    "subscribers_import_detail",
 }
 
 # Routes with a path argument that is not an object id of a brand.
