@@ -9,7 +9,7 @@ from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
 from loyaltysms.tenancy.tasks import tenant_task
 from messaging.services.dispatch import dispatch_due as dispatch
-from messaging.services.dispatch import sending_settle_stale
+from messaging.services.dispatch import sending_settle_stale, unknown_reconcile
 from messaging.services.imports import subscriber_import_run
 from messaging.services.status import sandbox_receipts_deliver
 
@@ -32,7 +32,10 @@ def dispatch_due() -> dict:
 
 @shared_task(route_queue=Queue.DISPATCH.value)
 def settle_stale_sends() -> int:
-    return sending_settle_stale(now=timezone.now())
+    """Texts a dead dispatcher left `sending` become `unknown`; then the carrier is asked
+    about every `unknown` one."""
+    now = timezone.now()
+    return sending_settle_stale(now=now) + unknown_reconcile(now=now)
 
 
 @shared_task(route_queue=Queue.WEBHOOKS.value)

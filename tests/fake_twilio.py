@@ -796,9 +796,39 @@ class FakeTwilio:
             if message is None or message["account_sid"] != record.account_sid:
                 return 404, error_body(20404, 404), 0.0
             return 200, message, 0.0
+        if method == "GET":
+            return 200, self._list(record.account_sid, handler.path), 0.0
         if method != "POST":
             return 405, error_body(20004, 405, "Method not allowed"), 0.0
         return self._create(handler, record, raw)
+
+    def _list(self, account_sid: str, full_path: str) -> dict:
+        """GET …/Messages.json?To=&From=&PageSize=: the account's messages, newest first, in
+        Twilio's page format (one page: enough for the reconciliation it serves)."""
+        query = parse_qs(full_path.split("?", 1)[1]) if "?" in full_path else {}
+        to = query.get("To", [None])[0]
+        sender = query.get("From", [None])[0]
+        size = int(query.get("PageSize", ["50"])[0])
+        with self._lock:
+            found = [
+                m
+                for m in reversed(self._messages)
+                if m["account_sid"] == account_sid
+                and (to is None or m["to"] == to)
+                and (sender is None or m["from"] == sender)
+            ][:size]
+        uri = f"/2010-04-01/Accounts/{account_sid}/Messages.json?PageSize={size}&Page=0"
+        return {
+            "messages": found,
+            "end": max(len(found) - 1, 0),
+            "first_page_uri": uri,
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": size,
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": uri,
+        }
 
     def _create(
         self, handler: _Handler, record: ReceivedRequest, raw: bytes

@@ -4,6 +4,7 @@ server that speaks Twilio's protocol, in tests and benchmarks)."""
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import requests
 from django.conf import settings
@@ -107,6 +108,22 @@ class TwilioGateway:
                 raise GatewayError(f"Twilio unreachable: {exc}", code="connect") from exc
             raise OutcomeUnknown(f"No answer from Twilio: {exc}") from exc
         return Sent(carrier_sid=created.sid, status=created.status or "queued")
+
+    def find(self, *, to: str, body: str, since: datetime) -> Sent | None:
+        """The carrier's record of a text we sent without learning its fate (a timeout after
+        the request left): the newest one to `to` with this body, created since `since`."""
+        params: dict = {"to": to, "limit": 20, "page_size": 20}
+        if not self.messaging_service_sid:
+            params["from_"] = self.from_number
+        try:
+            found = _client(self.account_sid, self.auth_token).messages.list(**params)
+        except (TwilioRestException, requests.RequestException) as exc:
+            raise GatewayError(f"Twilio lookup failed: {exc}") from exc
+        for message in found:
+            created = message.date_created
+            if message.body == body and (created is None or created >= since):
+                return Sent(carrier_sid=message.sid, status=message.status or "queued")
+        return None
 
 
 def _error(exc: TwilioRestException) -> GatewayError:

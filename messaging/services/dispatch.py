@@ -516,3 +516,52 @@ def sending_settle_stale(*, now: datetime) -> int:
                 updated_at=now,
             )
         )
+
+
+# Twilio's statuses before "sent" still prove it took the text.
+ACCEPTED = {"accepted", "queued", "scheduled", "sending"}
+RECONCILE_AFTER = timedelta(minutes=1)  # give a late receipt the first chance
+RECONCILE_WINDOW = timedelta(days=2)
+
+
+def unknown_reconcile(*, now: datetime, limit: int = 100) -> int:
+    """Ask the carrier about texts whose outcome is unknown (no answer to our request): one it
+    has is settled like a receipt would; one it doesn't have stays unknown with the finding
+    noted — never sent again, since the lookup can't prove a negative."""
+    from messaging.gateways.twilio import TwilioGateway
+    from messaging.models import SenderKind
+    from messaging.services.status import status_receive
+
+    # WARNING: every tenant's unknown texts; each is settled in its own tenant's scope.
+    unknown = list(
+        OutboundMessage.objects.unscoped()
+        .filter(
+            status=MessageStatus.UNKNOWN,
+            carrier_sid__isnull=True,
+            sender__kind=SenderKind.TWILIO,
+            sending_at__lt=now - RECONCILE_AFTER,
+            sending_at__gt=now - RECONCILE_WINDOW,
+        )
+        .exclude(status_reason__startswith="not found at the carrier")
+        .select_related("tenant", "sender")
+        .order_by("sending_at")[:limit]
+    )
+    settled = 0
+    for message in unknown:
+        with tenant_scope(message.tenant):
+            try:
+                found = TwilioGateway.for_sender(message.sender).find(
+                    to=message.to, body=message.body, since=message.sending_at - RECONCILE_AFTER
+                )
+            except (GatewayError, SecretUnreadable) as exc:
+                logger.warning("reconciling message %s: %s", message.pk, exc)
+                continue
+            if found is None:
+                OutboundMessage.objects.filter(pk=message.pk, status=MessageStatus.UNKNOWN).update(
+                    status_reason="not found at the carrier; not sent again", updated_at=now
+                )
+                continue
+            status = "sent" if found.status in ACCEPTED else found.status
+            params = {"MessageSid": found.carrier_sid, "MessageStatus": status}
+            settled += status_receive(message=message, params=params, now=now)
+    return settled

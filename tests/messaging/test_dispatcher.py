@@ -291,3 +291,37 @@ def test_the_dispatcher_stops_claiming_at_its_time_limit(alice_brand, twilio_sen
     assert report.unfinished and report.claimed == 0
     report = dispatch_due(batch=2, max_seconds=60)
     assert not report.unfinished and report.sent == 5
+
+
+def test_unknown_outcomes_are_settled_by_asking_the_carrier(
+    alice_brand, twilio_sender, fake, monkeypatch
+):
+    from messaging.gateways import twilio as twilio_gateway
+    from messaging.services.dispatch import unknown_reconcile
+
+    monkeypatch.setattr(twilio_gateway, "TIMEOUT", 0.5)
+    twilio_gateway._local.__dict__.clear()
+    tenant = alice_brand.tenant
+    fake.set_behaviour(TO, "timeout")
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        reached = queue(tenant, subscriber, "reached")
+    assert dispatch_due().unknown == 1  # the carrier took it, but its answer was lost
+    fake.set_behaviour(TO, "ok")
+    with tenant_scope(tenant):
+        never = queue(tenant, subscribed(tenant, "+12125550109"), "never")
+    # The second: as if the dispatcher died before its request left.
+    OutboundMessage.objects.unscoped().filter(pk=never.pk).update(
+        status="unknown", sending_at=timezone.now(), sender=twilio_sender
+    )
+    twilio_gateway._local.__dict__.clear()
+    later = timezone.now() + timedelta(minutes=2)
+    assert unknown_reconcile(now=later) == 1
+    reached.refresh_from_db()
+    assert reached.status == "sent"
+    assert reached.carrier_sid == fake.sent_to(TO)[0]["sid"]
+    never.refresh_from_db()
+    assert never.status == "unknown" and never.status_reason.startswith("not found")
+    assert unknown_reconcile(now=later) == 0  # asked once
+    assert len([r for r in fake.requests if r.method == "POST"]) == 1  # nothing re-sent
+    twilio_gateway._local.__dict__.clear()
