@@ -89,6 +89,7 @@ class SubscribersApi(TenantGenericAPIView):
             now=timezone.now(),
             double_opt_in=data["double_opt_in"],
             member=member,
+            timezone=data["timezone"],
         )
         return Response(
             subscriber_body(self.tenant, subscriber),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from loyaltysms.models import validate_timezone
 from messaging.models import ConsentSource, SubscriberStatus
 from programs.serializers import PhoneField, iso
 
@@ -32,6 +34,20 @@ class SubscriberCreateSerializer(serializers.Serializer):
         help_text="The member's external_id",
     )  # fmt: skip
     double_opt_in = serializers.BooleanField(required=False, default=True)
+    timezone = serializers.CharField(
+        max_length=64,
+        required=False,
+        default="",
+        help_text="IANA zone (America/Chicago) when known; otherwise it comes from the number",
+    )
+
+    def validate_timezone(self, value: str) -> str:
+        if value:
+            try:
+                validate_timezone(value)
+            except DjangoValidationError as error:
+                raise serializers.ValidationError(error.messages) from None
+        return value
 
 
 class ConsentRecordSerializer(serializers.Serializer):

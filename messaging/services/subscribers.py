@@ -180,6 +180,7 @@ def subscriber_opt_in(
     double_opt_in: bool = True,
     member: Member | None = None,
     send_confirmation: bool = True,
+    timezone: str = "",
 ) -> Subscriber:
     """Start or record a subscription.
 
@@ -197,6 +198,9 @@ def subscriber_opt_in(
         if member is not None and subscriber.member_id != member.pk:
             subscriber.member = member
             subscriber.save(update_fields=["member", "updated_at"])
+        if timezone and subscriber.timezone != timezone:
+            subscriber.timezone = timezone  # a zone the subscriber told us wins over the number's
+            subscriber.save(update_fields=["timezone", "updated_at"])
         if subscriber.status == SubscriberStatus.SUBSCRIBED:
             return subscriber
         if subscriber.status != SubscriberStatus.PENDING:

@@ -242,3 +242,11 @@ def test_marketing_texts_carry_personalized_tracked_links(alice_brand, alice_sen
     for body in bodies:
         assert "bakery.test" not in body
         assert body.endswith(".\nReply STOP to opt out")  # the trailing dot stays outside
+
+
+def test_a_given_time_zone_wins_over_the_numbers(alice_api):
+    body = opt_in(alice_api, timezone="America/Los_Angeles").json()
+    assert body["timezone"] == "America/Los_Angeles"
+    assert_problem(
+        opt_in(alice_api, phone="+12125550102", timezone="Mars/Olympus"), 400, "timezone"
+    )
