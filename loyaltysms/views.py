@@ -243,3 +243,14 @@ def invitation_accept(request, token: str) -> HttpResponse:
             "signed_in_as_other": signed_in_as_other,
         },
     )
+
+
+def keyset_page(request, rows: list, size: int) -> tuple[list, str | None]:
+    """A page of `size` rows from `rows` (fetched with one extra, newest first) and the link
+    to the next page: this page's query string with ?after=<the last row's id>."""
+    if len(rows) <= size:
+        return rows, None
+    page = rows[:size]
+    params = request.GET.copy()
+    params["after"] = page[-1].pk
+    return page, f"?{params.urlencode()}"

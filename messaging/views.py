@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from loyaltysms.models import Role
 from loyaltysms.tenancy.context import tenant_scope
 from loyaltysms.tenancy.tasks import enqueue_on_commit
-from loyaltysms.views import _form_errors, tenant_view
+from loyaltysms.views import _form_errors, keyset_page, tenant_view
 from messaging import forms, selectors
 from messaging.models import (
     ConsentSource,
@@ -101,13 +101,7 @@ def subscribers(request):
         if after:
             queryset = queryset.filter(pk__lt=after)
         page = list(queryset.select_related("member").order_by("-pk")[: PAGE + 1])
-    has_next = len(page) > PAGE
-    page = page[:PAGE]
-    next_url = None
-    if has_next:
-        params = request.GET.copy()
-        params["after"] = page[-1].pk
-        next_url = f"?{params.urlencode()}"
+    page, next_url = keyset_page(request, page, PAGE)
     first_params = request.GET.copy()
     first_params.pop("after", None)
 
@@ -339,13 +333,7 @@ def inbox(request):
             .annotate(last_text=Subquery(last_text.values("body")[:1]))
             .order_by("-last_message_at", "-pk")[: PAGE + 1]
         )
-    has_next = len(page) > PAGE
-    page = page[:PAGE]
-    next_url = None
-    if has_next:
-        params = request.GET.copy()
-        params["after"] = page[-1].pk
-        next_url = f"?{params.urlencode()}"
+    page, next_url = keyset_page(request, page, PAGE)
     return _render(
         request,
         "messaging/inbox.html",

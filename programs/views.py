@@ -14,7 +14,7 @@ from loyaltysms.models import Role
 from loyaltysms.problems import ProblemError
 from loyaltysms.tenancy.context import tenant_scope
 from loyaltysms.tenancy.tasks import enqueue_on_commit
-from loyaltysms.views import _form_errors, tenant_view
+from loyaltysms.views import _form_errors, keyset_page, tenant_view
 from programs import forms, selectors
 from programs.models import Member, MemberImport, MultiplierEvent, Reward
 from programs.services import imports as import_services
@@ -53,13 +53,7 @@ def members(request):
             queryset = queryset.filter(pk__lt=after)
         page = list(queryset.order_by("-pk")[: PAGE + 1])
         ladder = program_services.tier_ladder_get(request.tenant)
-    has_next = len(page) > PAGE
-    page = page[:PAGE]
-    next_url = None
-    if has_next:
-        params = request.GET.copy()
-        params["after"] = page[-1].pk
-        next_url = f"?{params.urlencode()}"
+    page, next_url = keyset_page(request, page, PAGE)
     return render(
         request,
         "programs/members.html",

@@ -173,6 +173,21 @@ def subscribe(tenant, number: str, now: datetime) -> Subscriber:
     )
 
 
+def queue_texts(
+    tenant, subscriber, count: int, prefix: str, now: datetime, kind=MessageKind.MARKETING
+):
+    for n in range(count):
+        message_create(
+            tenant=tenant,
+            subscriber=subscriber,
+            template=f"Offer {n}",
+            kind=kind,
+            source="test",
+            dedupe_key=f"{prefix}:{n}",
+            now=now,
+        )
+
+
 @settings(
     max_examples=60,
     deadline=None,
@@ -227,16 +242,7 @@ def test_cap_defers_the_second_marketing_text_by_twelve_hours(alice_brand, fast_
     noon = datetime(2026, 6, 10, 16, 0, tzinfo=UTC)  # 12:00 in New York
     with tenant_scope(tenant):
         subscriber = subscribe(tenant, "+12125550101", noon)
-        for n in range(2):
-            message_create(
-                tenant=tenant,
-                subscriber=subscriber,
-                template=f"Offer {n}",
-                kind=MessageKind.MARKETING,
-                source="test",
-                dedupe_key=f"cap:{n}",
-                now=noon,
-            )
+        queue_texts(tenant, subscriber, 2, "cap", noon)
         report = dispatch_due(now=lambda: noon)
         assert (report.sent, report.deferred) == (1, 1)
         second = OutboundMessage.objects.get(dedupe_key="cap:1")
@@ -252,16 +258,7 @@ def test_florida_numbers_get_texts_only_until_eight_pm_and_under_both_caps(
     start = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # 08:00 in Miami
     with tenant_scope(tenant):
         subscriber = subscribe(tenant, "+13055550102", start)
-        for n in range(4):
-            message_create(
-                tenant=tenant,
-                subscriber=subscriber,
-                template=f"Offer {n}",
-                kind=MessageKind.MARKETING,
-                source="test",
-                dedupe_key=f"fl:{n}",
-                now=start,
-            )
+        queue_texts(tenant, subscriber, 4, "fl", start)
         clock = start
         for _ in range(30):
             dispatch_due(now=lambda clock=clock: clock)
@@ -281,16 +278,7 @@ def test_transactional_texts_ignore_quiet_hours_and_caps(alice_brand, fast_sende
     midnight = datetime(2026, 6, 11, 4, 0, tzinfo=UTC)  # 00:00 in New York
     with tenant_scope(tenant):
         subscriber = subscribe(tenant, "+12125550101", midnight)
-        for n in range(3):
-            message_create(
-                tenant=tenant,
-                subscriber=subscriber,
-                template=f"Your reward code is RWD-{n}",
-                kind=MessageKind.TRANSACTIONAL,
-                source="reward",
-                dedupe_key=f"tx:{n}",
-                now=midnight,
-            )
+        queue_texts(tenant, subscriber, 3, "tx", midnight, kind=MessageKind.TRANSACTIONAL)
         assert dispatch_due(now=lambda: midnight).sent == 3
 
 
