@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import phonenumbers
 from django.db import IntegrityError, transaction
@@ -21,17 +22,39 @@ class SetupError(ValueError):
     """Bad carrier details; the message says which and why."""
 
 
+# Read by every text made and every inbound text. Each process keeps them for a few seconds;
+# a change made here drops them at once, one made in another process is seen within
+# SETTINGS_TTL (as programs.services.program does for the loyalty program).
+SETTINGS_TTL = 5.0
+_settings: dict[int, tuple[float, MessagingSettings]] = {}
+_senders: dict[int, tuple[float, Sender]] = {}
+
+
+def _cached(cache: dict, tenant_id: int):
+    hit = cache.get(tenant_id)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
+def messaging_changed(tenant: Tenant) -> None:
+    _settings.pop(tenant.pk, None)
+    _senders.pop(tenant.pk, None)
+
+
 def messaging_settings_get(tenant: Tenant) -> MessagingSettings:
     """The brand's settings, created with the compliant defaults on first use."""
+    found = _cached(_settings, tenant.pk)
+    if found is not None:
+        return found
     with tenant_scope(tenant):
         found = MessagingSettings.objects.filter().first()
-        if found is not None:
-            return found
-        try:
-            with transaction.atomic():
-                return MessagingSettings.objects.create()
-        except IntegrityError:  # created concurrently
-            return MessagingSettings.objects.get()
+        if found is None:
+            try:
+                with transaction.atomic():
+                    found = MessagingSettings.objects.create()
+            except IntegrityError:  # created concurrently
+                found = MessagingSettings.objects.get()
+    _settings[tenant.pk] = (time.monotonic() + SETTINGS_TTL, found)
+    return found
 
 
 def brand_name(tenant: Tenant, settings: MessagingSettings) -> str:
@@ -45,22 +68,26 @@ def sandbox_number(tenant: Tenant) -> str:
 
 def sender_default(tenant: Tenant) -> Sender:
     """The brand's default sender; a new brand gets the sandbox, which texts no real phone."""
+    found = _cached(_senders, tenant.pk)
+    if found is not None:
+        return found
     with tenant_scope(tenant):
-        sender = Sender.objects.filter(is_default=True).first()
-        if sender is not None:
-            return sender
-        try:
-            with transaction.atomic():
-                return Sender.objects.create(
-                    kind=SenderKind.SANDBOX,
-                    phone_number=sandbox_number(tenant),
-                    account_sid="AC" + secrets.token_hex(16),
-                    auth_token_encrypted=encrypt(secrets.token_hex(16)),
-                    mps=10,
-                    is_default=True,
-                )
-        except IntegrityError:
-            return Sender.objects.get(is_default=True)
+        found = Sender.objects.filter(is_default=True).first()
+        if found is None:
+            try:
+                with transaction.atomic():
+                    found = Sender.objects.create(
+                        kind=SenderKind.SANDBOX,
+                        phone_number=sandbox_number(tenant),
+                        account_sid="AC" + secrets.token_hex(16),
+                        auth_token_encrypted=encrypt(secrets.token_hex(16)),
+                        mps=10,
+                        is_default=True,
+                    )
+            except IntegrityError:
+                found = Sender.objects.get(is_default=True)
+    _senders[tenant.pk] = (time.monotonic() + SETTINGS_TTL, found)
+    return found
 
 
 def _e164(value: str, region: str) -> str:
@@ -97,6 +124,8 @@ def sender_connect_twilio(
     if mps < 1:
         raise SetupError("Throughput (MPS) is at least 1")
     number = _e164(from_number, tenant.default_country) if from_number else None
+    messaging_changed(tenant)
+    transaction.on_commit(lambda: messaging_changed(tenant))
     with tenant_scope(tenant):
         if (
             number
@@ -124,12 +153,15 @@ def sender_connect_twilio(
             target=number or messaging_service_sid,
             detail={"account_sid": account_sid, "mps": mps},
         )
+        messaging_changed(tenant)
         return sender
 
 
 @transaction.atomic
 def sender_use_sandbox(*, tenant: Tenant, actor: User | None = None) -> Sender:
     """Make the sandbox the default sender again (texts go to the phone simulator only)."""
+    messaging_changed(tenant)
+    transaction.on_commit(lambda: messaging_changed(tenant))
     with tenant_scope(tenant):
         sandbox = Sender.objects.filter(kind=SenderKind.SANDBOX).first()
         Sender.objects.filter(is_default=True).update(is_default=False)
@@ -138,6 +170,7 @@ def sender_use_sandbox(*, tenant: Tenant, actor: User | None = None) -> Sender:
         sandbox.is_default = True
         sandbox.save(update_fields=["is_default"])
         AuditEvent.objects.create(actor=actor, action="sender.use_sandbox", target="sandbox")
+        messaging_changed(tenant)
         return sandbox
 
 
@@ -166,7 +199,10 @@ def messaging_settings_update(
     """Save validated settings (a ModelForm checks them against the model's rules, which
     never allow looser than the law); a new disclosure text gets a new version number, and
     the change is audited."""
+    messaging_changed(tenant)
+    transaction.on_commit(lambda: messaging_changed(tenant))
     with tenant_scope(tenant):
+        # A fresh, locked copy: the shared cached one must never hold half-applied changes.
         settings = MessagingSettings.objects.select_for_update().get(
             pk=messaging_settings_get(tenant).pk
         )
@@ -188,4 +224,5 @@ def messaging_settings_update(
                 target="compliance settings",
                 detail={k: str(v) for k, v in changed.items()},
             )
+        messaging_changed(tenant)
         return settings
