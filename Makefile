@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry lock clean
+.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch lock clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,13 +43,19 @@ seed: $(STAMP)
 	$(PY) manage.py seed_demo
 
 ## bench: the benchmarks in bench/ (each measures its baseline in the same run)
-bench: bench-orders bench-expiry
+bench: bench-orders bench-expiry bench-stop bench-dispatch
 
 bench-orders: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_order_ingest.py $(BENCH_ARGS)
 
 bench-expiry: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_expiry.py $(BENCH_ARGS)
+
+bench-stop: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_stop_webhook.py $(BENCH_ARGS)
+
+bench-dispatch: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_dispatch_rate.py $(BENCH_ARGS)
 
 # Prints pyproject's runtime dependencies, or an optional group's.
 define DEPS

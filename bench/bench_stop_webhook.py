@@ -1,0 +1,588 @@
+"""The STOP webhook's latency at 200 texts/s, next to a bare Django view on the same server.
+
+    make bench-stop
+    (= .venv/bin/python -m loyaltysms.embedded run -- python bench/bench_stop_webhook.py;
+    with DATABASE_URL / REDIS_URL set, the servers they name are used instead)
+
+Goal (issue 4): p99 < 25 ms for POST /webhooks/twilio/inbound with "STOP" at 200 requests/s.
+A brand on its sandbox sender has many subscribed numbers (each a loyalty member with the same
+phone, each with its import consent row); every request is a different number texting STOP,
+signed with the sender's token like Twilio signs it, with its own MessageSid. The baseline is
+bench/bare-twiml: the same gunicorn, middleware and form, answering the constant TwiML. Both
+are paced open-loop (latency counts from when a request was due, so a queue can't hide) and
+alternate in rounds, so drift on a shared machine hits both. Afterwards every number that sent
+STOP must be unsubscribed with exactly one opt-out consent row and one confirmation queued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness
+
+DB_NAME = f"loyaltysms_bench_stop_{os.getpid()}"
+INBOUND = "/webhooks/twilio/inbound"
+BARE = "/bench/bare-twiml"
+# Several US area codes, so numbers spread over states and zones as a real list does.
+AREA_CODES = ("212", "415", "312", "713", "305", "206", "617", "404")
+FORM = "application/x-www-form-urlencoded"
+SAVEPOINT_ID = re.compile(r'"s\d+_x\d+"')
+
+
+def phone(i: int) -> str:
+    return f"+1{AREA_CODES[i % len(AREA_CODES)]}555{i // len(AREA_CODES):04d}"
+
+
+def seed_subscribers(tenant, count: int) -> None:
+    """Subscribed numbers, each a member, each with its consent evidence, in bulk.
+
+    subscriber_opt_in() (which the CSV import also calls per row) took ~15 ms a number here,
+    several minutes for a realistic list; bulk_create writes the same rows with the same
+    values (status, place from the number, member link, one `imported` consent row).
+    """
+    from django.db import transaction
+    from django.utils import timezone
+
+    from loyaltysms.tenancy.context import tenant_scope
+    from messaging.compliance import place_of
+    from messaging.models import ConsentAction, ConsentRecord, ConsentSource, Subscriber
+    from messaging.services.setup import messaging_settings_get
+    from programs.models import Member, SmsStatus
+
+    then = timezone.now() - timedelta(days=30)
+    settings = messaging_settings_get(tenant)
+    with tenant_scope(tenant), transaction.atomic():
+        members = Member.objects.bulk_create(
+            Member(
+                tenant=tenant,
+                external_id=f"m{i}",
+                phone=phone(i),
+                enrolled_at=then,
+                last_activity_at=then,
+                sms_status=SmsStatus.SUBSCRIBED,
+            )
+            for i in range(count)
+        )
+        # The place depends only on the number's prefix (+1 NPA-NXX here): look it up once.
+        places = {}
+        subscribers = []
+        for i, member in enumerate(members):
+            prefix = phone(i)[:8]
+            if prefix not in places:
+                places[prefix] = place_of(phone(i))
+            place = places[prefix]
+            subscribers.append(
+                Subscriber(
+                    tenant=tenant,
+                    phone=phone(i),
+                    member=member,
+                    status="subscribed",
+                    source=ConsentSource.IMPORT,
+                    timezone=place.zones[0] if len(place.zones) == 1 else "",
+                    timezone_candidates=list(place.zones) if len(place.zones) > 1 else [],
+                    region=place.region,
+                    country=place.country,
+                    subscribed_at=then,
+                )
+            )
+        Subscriber.objects.bulk_create(subscribers, batch_size=2000)
+        ConsentRecord.objects.bulk_create(
+            (
+                ConsentRecord(
+                    tenant=tenant,
+                    subscriber=subscriber,
+                    action=ConsentAction.IMPORTED,
+                    source=ConsentSource.IMPORT,
+                    disclosure_text=settings.disclosure_text,
+                    evidence={"consented_at": then.isoformat(), "original_source": "bench"},
+                    created_at=then,
+                )
+                for subscriber in subscribers
+            ),
+            batch_size=2000,
+        )
+
+
+def stop_requests(sender, token: str, url: str, first: int, count: int) -> list[tuple]:
+    """Signed STOP texts from numbers first..first+count, built before the clock starts so
+    the load generator only writes bytes. The fields are those Twilio posts for an SMS."""
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(token)
+    requests = []
+    for i in range(first, first + count):
+        sid = f"SM{i:032x}"
+        params = {
+            "ToCountry": "US",
+            "ToState": "",
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "ToCity": "",
+            "FromZip": "",
+            "SmsSid": sid,
+            "FromState": "",
+            "SmsStatus": "received",
+            "FromCity": "",
+            "Body": "STOP",
+            "FromCountry": "US",
+            "To": sender.phone_number,
+            "ToZip": "",
+            "NumSegments": "1",
+            "MessageSid": sid,
+            "AccountSid": sender.account_sid,
+            "From": phone(i),
+            "ApiVersion": "2010-04-01",
+        }
+        headers = {
+            "Content-Type": FORM,
+            "X-Twilio-Signature": validator.compute_signature(url, params),
+        }
+        requests.append((urlencode(params).encode(), headers))
+    return requests
+
+
+class CpuMeter:
+    """CPU seconds of this process (the load generator), of the server's processes, and of
+    the whole machine, over the measured phases only."""
+
+    def __init__(self):
+        self.client = self.server = self.busy = self.wall = 0.0
+
+    @staticmethod
+    def _server_cpu() -> float:
+        total = 0.0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def __enter__(self):
+        self._start = (
+            time.process_time(),
+            self._server_cpu(),
+            psutil.cpu_times(),
+            time.monotonic(),
+        )
+        return self
+
+    def __exit__(self, *exc_info):
+        client, server, machine, wall = self._start
+        now = psutil.cpu_times()
+        self.client += time.process_time() - client
+        self.server += self._server_cpu() - server
+        self.busy += (sum(now) - now.idle - now.iowait) - (
+            sum(machine) - machine.idle - machine.iowait
+        )
+        self.wall += time.monotonic() - wall
+
+
+def drop_wakeups(redis_url: str, pids: set[int]) -> int:
+    """Remove the dispatcher wake-ups our gunicorn workers queued (one per STOP: its
+    confirmation text); no worker runs here, and they must not wake someone else's later.
+    Only messages whose origin is one of our worker pids are touched."""
+    import redis
+
+    from loyaltysms.queues import Queue
+
+    client = redis.Redis.from_url(redis_url)
+    host = socket.gethostname()  # Celery's origin is gen<pid>@<hostname>
+    ours = {f"gen{pid}@{host}" for pid in pids}
+    dropped = 0
+    for raw in client.lrange(Queue.DISPATCH.value, 0, -1):
+        try:
+            origin = json.loads(raw)["headers"].get("origin")
+        except (ValueError, KeyError, AttributeError):
+            continue
+        if origin in ours:
+            dropped += client.lrem(Queue.DISPATCH.value, 1, raw)
+    return dropped
+
+
+def verify(tenant, numbers: list[str]) -> list[str]:
+    """What is wrong afterwards (empty: every STOP was handled exactly once)."""
+    from django.db.models import Count, Q
+
+    from loyaltysms.tenancy.context import tenant_scope
+    from messaging.models import ConsentRecord, InboundMessage, OutboundMessage, Subscriber
+
+    problems = []
+    with tenant_scope(tenant):
+        stopped = Subscriber.objects.filter(phone__in=numbers)
+        statuses = dict(stopped.values_list("status").annotate(n=Count("id")))
+        if statuses != {"unsubscribed": len(numbers)}:
+            problems.append(f"statuses of the {len(numbers)} numbers: {statuses}")
+        consent = (
+            ConsentRecord.objects.filter(subscriber__in=stopped, action="opt_out")
+            .values("subscriber")
+            .annotate(n=Count("id"))
+        )
+        wrong = sum(1 for row in consent if row["n"] != 1) + len(numbers) - len(consent)
+        if wrong:
+            problems.append(f"{wrong} numbers without exactly one opt-out consent row")
+        texts = (
+            OutboundMessage.objects.filter(subscriber__in=stopped, source="opt_out")
+            .values("subscriber")
+            .annotate(n=Count("id"), queued=Count("id", filter=Q(status="queued")))
+        )
+        wrong = sum(1 for r in texts if r["n"] != 1 or r["queued"] != 1)
+        wrong += len(numbers) - len(texts)
+        if wrong:
+            problems.append(f"{wrong} numbers without exactly one confirmation queued")
+        inbound = InboundMessage.objects.filter(subscriber__in=stopped, kind="opt_out").count()
+        if inbound != len(numbers):
+            problems.append(f"{inbound} STOP texts in the inbox for {len(numbers)} numbers")
+        others = Subscriber.objects.exclude(phone__in=numbers).exclude(status="subscribed")
+        if others.exists():
+            problems.append(f"{others.count()} numbers that sent nothing changed status")
+    return problems
+
+
+# The product functions a STOP runs through, for the profile's breakdown (file, function).
+STOP_PATH = (
+    ("messaging/webhooks.py", "inbound"),
+    ("messaging/webhooks.py", "sender_for_inbound"),
+    ("messaging/webhooks.py", "signature_valid"),
+    ("messaging/services/inbound.py", "inbound_receive"),
+    ("messaging/services/setup.py", "messaging_settings_get"),
+    ("messaging/services/subscribers.py", "subscriber_get_or_create"),
+    ("messaging/compliance.py", "place_of"),
+    ("loyaltysms/db.py", "insert_unless_exists"),
+    ("messaging/services/subscribers.py", "subscriber_opt_out"),
+    ("messaging/services/subscribers.py", "_record"),
+    ("messaging/services/subscribers.py", "_set_status"),
+    ("programs/services/members.py", "member_set_sms_status"),
+    ("messaging/services/outbound.py", "message_create"),
+    ("messaging/services/setup.py", "sender_default"),
+    ("messaging/services/outbound.py", "_wake_dispatcher"),
+    ("messaging/services/inbound.py", "_to_inbox"),
+)
+
+
+def profile_in_process(sender, token: str, first: int, count: int, top: int) -> None:
+    """STOP requests through Django in this process (the test client, no network): wall and
+    CPU time and SQL statements per request, then cProfile's view of where the time goes."""
+    import cProfile
+    import pstats
+    from collections import Counter
+
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+
+    url = (settings.PUBLIC_BASE_URL or "http://127.0.0.1") + INBOUND
+    requests = iter(stop_requests(sender, token, url, first, count))
+    client = Client(HTTP_HOST="127.0.0.1")
+
+    def post(n: int) -> None:
+        for _ in range(n):
+            body, headers = next(requests)
+            response = client.generic("POST", INBOUND, body, content_type=FORM, headers=headers)
+            assert response.status_code == 200, response.content
+
+    statements: Counter[str] = Counter()
+    in_db = [0.0]
+
+    def timed(execute, sql, params, many, context):
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            in_db[0] += time.perf_counter() - began
+            statements[" ".join(SAVEPOINT_ID.sub("", sql).split()[:4])[:70]] += 1
+
+    post(20)  # warm: imports, connections, the number's area data
+    plain = (count - 20) // 3
+    began, cpu = time.perf_counter(), time.process_time()
+    with connection.execute_wrapper(timed):
+        post(plain)
+    wall = (time.perf_counter() - began) / plain * 1000
+    cpu = (time.process_time() - cpu) / plain * 1000
+    profiled = count - 20 - plain
+    profiler = cProfile.Profile()
+    profiler.enable()
+    post(profiled)
+    profiler.disable()
+
+    print(f"\nIn-process, {plain} STOPs without a profiler: {wall:.1f} ms wall, {cpu:.1f} ms CPU")
+    print(
+        f"(this process) and {in_db[0] / plain * 1000:.1f} ms waiting on SQL a request; "
+        f"{sum(statements.values()) / plain:.0f} statements a request:"
+    )
+    for sql, n in statements.most_common():
+        print(f"  {n / plain:4.1f}  {sql}")
+    stats = pstats.Stats(profiler)
+    print(f"\nUnder cProfile ({profiled} STOPs; times inflated by the profiler), per request:")
+    print(f"  {'cumulative':>10}  {'calls':>5}  function")
+    for suffix, name in STOP_PATH:
+        for (path, _, function), (_, calls, _, cumulative, _) in stats.stats.items():
+            if function == name and path.endswith(suffix):
+                print(
+                    f"  {cumulative / profiled * 1000:7.2f} ms  {calls / profiled:5.1f}  "
+                    f"{suffix.removesuffix('.py').replace('/', '.')}.{name}"
+                )
+    by_package: Counter[str] = Counter()
+    for (path, _, function), (_, _, own, _, _) in stats.stats.items():
+        if path == "~":
+            key = function
+        elif "site-packages/" in path:
+            key = path.split("site-packages/")[1].split("/")[0]
+        elif path.startswith(str(harness.ROOT)):
+            key = "project: " + path[len(str(harness.ROOT)) + 1 :].split("/")[0]
+        else:
+            key = "stdlib: " + Path(path).name
+        by_package[key] += own
+    total = sum(by_package.values())
+    print("  own time by package:")
+    for key, own in by_package.most_common(top):
+        print(f"  {own / profiled * 1000:7.2f} ms  {own / total:5.1%}  {key}")
+
+
+@dataclass
+class Paced:
+    result: harness.LoadResult
+    unsent: int  # not offered: the server had fallen too far behind
+
+
+def paced(
+    port: int,
+    make: harness.Request,
+    *,
+    rate: float,
+    seconds: float,
+    clients: int,
+    start: int = 0,
+    give_up: float = 10.0,
+) -> Paced:
+    """harness.open_loop, for a server that may not keep up: latency counts from when each
+    request was due (no coordinated omission), a failed request counts as an error instead
+    of killing its thread, and once the server is `give_up` seconds behind no more requests
+    are offered, so an overloaded run ends instead of queueing for minutes."""
+    total = int(rate * seconds)
+    began = time.perf_counter() + 0.2
+    lock = threading.Lock()
+    state = {"next": 0, "stopped": False}
+    latencies: list[float] = []
+    errors = [0]
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = state["next"]
+                due = began + i / rate
+                if i >= total or state["stopped"]:
+                    break
+                if time.perf_counter() - due > give_up:
+                    state["stopped"] = True
+                    break
+                state["next"] += 1
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            method, path, body, headers = make(start + i)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                failed = response.status >= 300
+            except OSError:
+                failed = True
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = (time.perf_counter() - due) * 1000
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += failed
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = harness.LoadResult(len(latencies), time.perf_counter() - began, latencies, errors[0])
+    return Paced(result, total - state["next"])
+
+
+def row(name: str, result: harness.LoadResult) -> str:
+    p = result.percentile
+    return (
+        f"{name:<33}{p(50):7.1f}{p(95):9.1f}{p(99):9.1f}{max(result.latencies_ms):9.1f}"
+        f"{result.requests:8d}{result.rate:9.1f}{result.errors:8d}"
+    )
+
+
+def merged(results: list[harness.LoadResult]) -> harness.LoadResult:
+    return harness.LoadResult(
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        latencies_ms=[ms for r in results for ms in r.latencies_ms],
+        errors=sum(r.errors for r in results),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s offered")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per round and endpoint")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds per endpoint")
+    parser.add_argument("--clients", type=int, default=32, help="load-generator threads")
+    parser.add_argument("--subscribers", type=int, default=20000)
+    parser.add_argument("--low-rate", type=float, default=10.0, help="the unloaded reference")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="then profile N STOPs in-process"
+    )
+    args = parser.parse_args()
+
+    harness.setup_django(DB_NAME)
+    from django.conf import settings
+    from django.db import connection
+
+    from loyaltysms.services import tenant_create
+    from messaging.crypto import decrypt
+    from messaging.services.setup import sender_default
+
+    load = os.getloadavg()
+    with harness.bench_database(DB_NAME):
+        tenant = tenant_create(
+            slug="bench",
+            name="Bench",
+            owner_email="bench@bench.test",
+            owner_password="bench-password-123",  # noqa: S106 - a throwaway database
+        ).tenant
+        sender = sender_default(tenant)  # the sandbox sender a new brand gets
+        token = decrypt(sender.auth_token_encrypted)
+        began = time.monotonic()
+        seed_subscribers(tenant, args.subscribers)
+        seeded = time.monotonic() - began
+        connection.close()
+        # Numbers args.subscribers - profile.. are kept for the in-process profile.
+        usable = args.subscribers - args.profile
+
+        with harness.web_server(DB_NAME) as port:
+            # The URL Twilio would have signed: what webhooks.public_url() rebuilds.
+            base = settings.PUBLIC_BASE_URL or f"http://127.0.0.1:{port}"
+            stop = stop_requests(sender, token, base + INBOUND, 0, usable)
+            # Numbers no subscriber has, for the bare view (it writes nothing).
+            bare = stop_requests(sender, token, base + BARE, args.subscribers, 5000)
+            workers = {p.pid for p in psutil.Process().children(recursive=True)}
+            sent = 0  # STOP numbers used so far; every request takes the next one
+
+            def real(i):
+                if i >= usable:
+                    raise RuntimeError("out of subscribers: raise --subscribers")
+                return ("POST", INBOUND, *stop[i])
+
+            def baseline(i):
+                return ("POST", BARE, *bare[i % len(bare)])
+
+            def run(make, rate, seconds, clients=args.clients):
+                nonlocal sent
+                outcome = paced(port, make, rate=rate, seconds=seconds, clients=clients, start=sent)
+                if make is real:
+                    sent += outcome.result.requests
+                return outcome
+
+            run(baseline, args.rate, args.warmup)
+            run(real, args.rate, args.warmup)
+            results = {"bare": [], "stop": []}
+            cpu = {"bare": CpuMeter(), "stop": CpuMeter()}
+            unsent = 0
+            for _ in range(args.rounds):
+                for name, make in (("bare", baseline), ("stop", real)):
+                    with cpu[name]:
+                        outcome = run(make, args.rate, args.seconds)
+                    results[name].append(outcome.result)
+                    unsent += outcome.unsent
+            # The same endpoints nearly idle: the latency of one request on its own.
+            low = {
+                name: run(make, args.low_rate, args.seconds, clients=4).result
+                for name, make in (("bare", baseline), ("stop", real))
+            }
+            # Closed loop, 8 clients: what each endpoint can do at most on this machine.
+            capacity = {}
+            for name, make in (("bare", baseline), ("stop", real)):
+                result = harness.closed_loop(port, make, clients=8, seconds=5, start=sent)
+                capacity[name] = result.rate
+                if make is real:
+                    sent += result.requests
+        problems = verify(tenant, [phone(i) for i in range(sent)])
+        if args.profile:
+            profile_in_process(sender, token, usable, args.profile, top=12)
+        dropped = drop_wakeups(settings.REDIS_URL, workers | {os.getpid()})
+
+    bare_all, stop_all = merged(results["bare"]), merged(results["stop"])
+    end_load = os.getloadavg()
+    print(
+        f"\nSTOP webhook vs bare view — {time.strftime('%Y-%m-%d %H:%M')}, nproc "
+        f"{os.cpu_count()}, load average {load[0]:.2f} at start, {end_load[0]:.2f} at end"
+    )
+    print(
+        f"{args.subscribers:,} subscribed numbers (bulk-created in {seeded:.1f} s); each STOP "
+        f"from a new number; open loop, {args.clients} client threads"
+    )
+    print(f"{'':<35}{'p50':>7}{'p95':>9}{'p99':>9}{'max':>9}{'sent':>8}{'req/s':>9}{'non-2xx':>8}")
+    print(
+        f"at {args.rate:.0f} req/s offered, {args.rounds} rounds x {args.seconds:.0f} s each, "
+        "alternating (ms):"
+    )
+    print(row(f"  bare view  {BARE}", bare_all))
+    print(row(f"  STOP       {INBOUND}", stop_all))
+    ratio = "".join(
+        f"{stop_all.percentile(p) / bare_all.percentile(p):8.1f}x" for p in (50, 95, 99)
+    )
+    print(f"{'  ratio STOP/bare':<35}{ratio}")
+    for name in ("bare", "stop"):
+        rounds = ", ".join(f"{r.percentile(99):.1f}" for r in results[name])
+        print(f"    p99 per round, {name:<5} {rounds} ms")
+    if unsent:
+        print(
+            f"  the server fell >10 s behind: {unsent:,} requests were never offered "
+            "(the p99 above is a lower bound)"
+        )
+    print(f"at {args.low_rate:.0f} req/s offered, {args.seconds:.0f} s (nearly idle, ms):")
+    print(row(f"  bare view  {BARE}", low["bare"]))
+    print(row(f"  STOP       {INBOUND}", low["stop"]))
+    print(
+        f"capacity, closed loop, 8 clients, 5 s: bare {capacity['bare']:.0f} req/s, "
+        f"STOP {capacity['stop']:.0f} req/s"
+    )
+    verdict = "met" if stop_all.percentile(99) < 25 and not unsent else "MISSED"
+    print(f"goal: STOP p99 < 25 ms at {args.rate:.0f} req/s → {verdict}")
+    print(f"CPU while paced at {args.rate:.0f} req/s, share of the {os.cpu_count()} cores:")
+    for name, result in (("bare", bare_all), ("STOP", stop_all)):
+        meter = cpu[name.lower()]
+        share = meter.wall * (os.cpu_count() or 1)
+        print(
+            f"  {name:<5} load generator {meter.client / share:5.1%}   gunicorn "
+            f"{meter.server / share:5.1%} ({meter.server / result.requests * 1000:.1f} ms a "
+            f"request)   whole machine {meter.busy / share:5.1%}"
+        )
+    found = "; ".join(problems) or "each unsubscribed, 1 opt-out consent row, 1 reply queued"
+    print(f"check: {sent:,} numbers sent STOP → {found}")
+    print(f"({dropped:,} dispatcher wake-ups our processes queued were removed from the broker)")
+    return 1 if problems or bare_all.errors or stop_all.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
