@@ -98,6 +98,7 @@ def subscriber_get_or_create(
         if lock:
             rows = rows.select_for_update(no_key=True)
         subscriber = rows.get()
+        subscriber.tenant = tenant  # the caller's, so nothing reads it again
         if subscriber.member_id is None:
             member = Member.objects.filter(phone=phone).order_by("id").first()
             if member is not None:
