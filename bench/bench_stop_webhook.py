@@ -10,8 +10,11 @@ phone, each with its import consent row); every request is a different number te
 signed with the sender's token like Twilio signs it, with its own MessageSid. The baseline is
 bench/bare-twiml: the same gunicorn, middleware and form, answering the constant TwiML. Both
 are paced open-loop (latency counts from when a request was due, so a queue can't hide) and
-alternate in rounds, so drift on a shared machine hits both. Afterwards every number that sent
-STOP must be unsubscribed with exactly one opt-out consent row and one confirmation queued.
+alternate in rounds, so drift on a shared machine hits both. For reading a miss, the same two
+endpoints are also measured nearly idle (10 req/s: one request's own latency) and closed-loop
+(their capacity here), and `--profile N` shows where a STOP's time goes, in-process. Afterwards
+every number that sent STOP must be unsubscribed with exactly one opt-out consent row and one
+confirmation queued.
 """
 
 from __future__ import annotations
@@ -426,7 +429,7 @@ def paced(
 def row(name: str, result: harness.LoadResult) -> str:
     p = result.percentile
     return (
-        f"{name:<33}{p(50):7.1f}{p(95):9.1f}{p(99):9.1f}{max(result.latencies_ms):9.1f}"
+        f"{name:<38}{p(50):7.1f}{p(95):9.1f}{p(99):9.1f}{max(result.latencies_ms):9.1f}"
         f"{result.requests:8d}{result.rate:9.1f}{result.errors:8d}"
     )
 
@@ -541,7 +544,7 @@ def main() -> int:
         f"{args.subscribers:,} subscribed numbers (bulk-created in {seeded:.1f} s); each STOP "
         f"from a new number; open loop, {args.clients} client threads"
     )
-    print(f"{'':<35}{'p50':>7}{'p95':>9}{'p99':>9}{'max':>9}{'sent':>8}{'req/s':>9}{'non-2xx':>8}")
+    print(f"{'':<38}{'p50':>7}{'p95':>9}{'p99':>9}{'max':>9}{'sent':>8}{'req/s':>9}{'non-2xx':>8}")
     print(
         f"at {args.rate:.0f} req/s offered, {args.rounds} rounds x {args.seconds:.0f} s each, "
         "alternating (ms):"
@@ -549,9 +552,10 @@ def main() -> int:
     print(row(f"  bare view  {BARE}", bare_all))
     print(row(f"  STOP       {INBOUND}", stop_all))
     ratio = "".join(
-        f"{stop_all.percentile(p) / bare_all.percentile(p):8.1f}x" for p in (50, 95, 99)
+        f"{stop_all.percentile(p) / bare_all.percentile(p):{w}.1f}x"
+        for p, w in ((50, 6), (95, 8), (99, 8))
     )
-    print(f"{'  ratio STOP/bare':<35}{ratio}")
+    print(f"{'  ratio STOP/bare':<38}{ratio}")
     for name in ("bare", "stop"):
         rounds = ", ".join(f"{r.percentile(99):.1f}" for r in results[name])
         print(f"    p99 per round, {name:<5} {rounds} ms")
