@@ -9,6 +9,8 @@ slot.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from functools import cache
 
@@ -58,8 +60,42 @@ def wait_for_slot(sender_key: str, mps: float) -> float:
     return slot
 
 
-def punctual(slot: float, mps: float) -> bool:
-    """Still close enough to its slot to go now. A thread that was held up (a busy CPU, a
-    slow lock) must not send late on top of the next slots' sends, which would put more
-    than MPS into one second at the carrier."""
-    return time.monotonic() - slot <= max(0.25 / mps, 0.002)
+# The hard cap: at most ARGV[1] sends in any window of ARGV[2] microseconds, on Redis's clock.
+# KEYS[1]: a sorted set of recent send times. Returns 0 (recorded: go) or the microseconds
+# until the oldest send leaves the window.
+WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+    redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
+    return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tonumber(oldest[2]) + window - now + 1
+"""
+# A little over a second, so that delays between here and the carrier (a few ms) can't put
+# two windows' sends into one of the carrier's seconds.
+WINDOW_US = 1_010_000
+
+
+@cache
+def _window_script(url: str):
+    return redis_client(url).register_script(WINDOW)
+
+
+def wait_for_window(sender_key: str, mps: float) -> None:
+    """Wait until fewer than `mps` sends of this sender fell in the last second, and count
+    this one: the cap holds whatever the schedule above it did (threads held up after their
+    slot would otherwise crowd one second)."""
+    limit = max(1, int(mps))
+    token = f"{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
+    script = _window_script(settings.REDIS_URL)
+    while True:
+        wait_us = script(keys=[f"loyaltysms:window:{sender_key}"], args=[limit, WINDOW_US, token])
+        if int(wait_us) <= 0:
+            return
+        time.sleep(int(wait_us) / 1_000_000)

@@ -55,4 +55,7 @@ class OutcomeUnknown(Exception):
 
 
 class Gateway(Protocol):
+    def prepare(self) -> None:
+        """Get ready to send at once (connections, clients), before the send's slot."""
+
     def send(self, message: Outgoing) -> Sent: ...

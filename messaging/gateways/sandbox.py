@@ -58,6 +58,9 @@ class SandboxGateway:
     def __init__(self, sender: Sender):
         self.sender = sender
 
+    def prepare(self) -> None:
+        """Nothing to warm up."""
+
     def send(self, message: Outgoing) -> Sent:
         refused = REFUSING_NUMBERS.get(message.to)
         if refused is not None:

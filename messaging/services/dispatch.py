@@ -16,6 +16,7 @@ died mid-send leaves `sending`, which `sending_settle_stale` turns into `unknown
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -52,16 +53,14 @@ from messaging.models import (
     Subscriber,
     SubscriberStatus,
 )
-from messaging.ratelimit import punctual, wait_for_slot
+from messaging.ratelimit import wait_for_slot, wait_for_window
 from messaging.services.outbound import public_base_url
 from messaging.services.setup import messaging_settings_get, sender_default
 from messaging.services.subscribers import Evidence, subscriber_opt_out
 
 logger = logging.getLogger(__name__)
 
-BATCH = 200
-# A send that missed its slot takes a fresh one, at most this many times.
-MAX_RESLOTS = 3
+BATCH = 500
 # A text still `sending` this long after its claim lost its dispatcher mid-send.
 STALE_SENDING = timedelta(minutes=10)
 RETRY_BACKOFF = (
@@ -179,7 +178,7 @@ CROSS JOIN LATERAL (
     FROM messaging_outboundmessage m
     WHERE m.sender_id = s.id AND m.status IN ('queued', 'deferred') AND m.send_after <= %s
     ORDER BY m.send_after, m.id
-    LIMIT greatest(1, s.mps * %s)
+    LIMIT least(greatest(1, s.mps * %s), %s)
     FOR UPDATE OF m SKIP LOCKED
 ) due
 ORDER BY due.send_after, due.id
@@ -191,7 +190,9 @@ def _claim(now: datetime, batch: int, report: DispatchReport) -> list[OutboundMe
     """Claim one batch of due texts and run the gate on each. None: nothing was due."""
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(CLAIM_DUE, [now, CLAIM_SECONDS, batch])
+            # Each sender's share is capped at the batch too: rows the lateral part locks are
+            # held until this claim commits, and concurrent claims must find the rest.
+            cursor.execute(CLAIM_DUE, [now, CLAIM_SECONDS, batch, batch])
             ids = [row[0] for row in cursor.fetchall()]
         # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
         due = OutboundMessage.objects.unscoped().select_related("tenant")
@@ -354,7 +355,12 @@ def _finish(message: OutboundMessage, status: str, now: datetime, reason: str) -
 def status_callback_url(message: OutboundMessage) -> str:
     # Our message id rides in the URL (covered by Twilio's signature), so a receipt finds its
     # text even if it arrives before the carrier's answer to our request was recorded.
-    return f"{public_base_url()}{reverse('twilio_status')}?m={message.pk}"
+    return f"{_status_base()}?m={message.pk}"
+
+
+@functools.cache
+def _status_base() -> str:
+    return public_base_url() + reverse("twilio_status")
 
 
 # The text locked for its outcome, and its subscriber's row shared: a STOP (which updates
@@ -386,7 +392,12 @@ def send_one(
     sender = message.sender
     with tenant_scope(message.tenant):
         pace_key = f"sender:{sender.pk}"
-        slot = wait_for_slot(pace_key, sender.mps)
+        gateway = gateway_for(sender)
+        gateway.prepare()
+        # Its first call loads the URLconf (a tenth of a second, under the import lock): done
+        # before the slot, so no request leaves late and crowds the next ones.
+        status_callback_url(message)
+        wait_for_slot(pace_key, sender.mps)
         now = clock()
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(LOCK_FOR_SEND, [message.pk])
@@ -398,11 +409,10 @@ def send_one(
                 _finish(message, MessageStatus.SUPPRESSED, now, refusal)
                 report.suppressed += 1
             else:
-                for _ in range(MAX_RESLOTS):
-                    if punctual(slot, sender.mps):
-                        break
-                    slot = wait_for_slot(pace_key, sender.mps)  # late: take a fresh slot
-                _send(message, sender, now, report, clock)
+                # The hard cap, right before the request: a send held up after its slot (a
+                # busy CPU, a lock) waits here rather than crowd the next second.
+                wait_for_window(pace_key, sender.mps)
+                _send(message, gateway, now, report, clock)
             cursor.execute(
                 RECORD_OUTCOME,
                 [
@@ -423,7 +433,7 @@ def send_one(
 
 def _send(
     message: OutboundMessage,
-    sender,
+    gateway,
     now: datetime,
     report: DispatchReport,
     clock: Callable[[], datetime],
@@ -438,7 +448,7 @@ def _send(
         tenant_id=message.tenant_id,
     )
     try:
-        sent = gateway_for(sender).send(outgoing)
+        sent = gateway.send(outgoing)
     except OutcomeUnknown as exc:
         message.status = MessageStatus.UNKNOWN
         message.status_reason = str(exc)[:200]

@@ -249,7 +249,7 @@ def test_each_second_holds_at_most_mps_sends(alice_brand, fake):
     times = sorted(r.received_monotonic for r in fake.requests)
     for i, start in enumerate(times):
         in_second = [t for t in times[i:] if t < start + 1.0]
-        assert len(in_second) <= 10 + 1, len(in_second)  # +1: network jitter at the edge
+        assert len(in_second) <= 10, [round(t - times[0], 3) for t in times]
     assert times[-1] - times[0] >= 2.0  # 25 at 10/s can't take less than 2.4 s
 
 
@@ -325,3 +325,43 @@ def test_unknown_outcomes_are_settled_by_asking_the_carrier(
     assert unknown_reconcile(now=later) == 0  # asked once
     assert len([r for r in fake.requests if r.method == "POST"]) == 1  # nothing re-sent
     twilio_gateway._local.__dict__.clear()
+
+
+@pytest.mark.django_db(transaction=True)  # two claims need two connections
+def test_concurrent_claims_share_one_senders_backlog(alice_brand, twilio_sender):
+    import threading
+
+    from django.db import connection
+
+    from messaging.services import dispatch
+
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        subscriber = subscribed(tenant)
+        for n in range(60):
+            queue(tenant, subscriber, f"c{n}")
+    first_claimed = threading.Event()
+    release = threading.Event()
+    claims = {}
+
+    def claim(name, hold):
+        try:
+            from django.db import transaction
+
+            with transaction.atomic():
+                claims[name] = dispatch._claim(timezone.now(), 20, dispatch.DispatchReport())
+                if hold:
+                    first_claimed.set()
+                    release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=claim, args=("first", True))
+    holder.start()
+    first_claimed.wait(10)
+    claim("second", False)  # while the first claim's transaction is still open
+    release.set()
+    holder.join()
+    first = {m.pk for m in claims["first"]}
+    second = {m.pk for m in claims["second"]}
+    assert len(first) == len(second) == 20 and not first & second
