@@ -113,33 +113,71 @@ def dispatch_due(
     `max_seconds`; `report.unfinished` then says more may be due). `now` is the clock, so
     tests can run the gate at any hour."""
     report = DispatchReport()
-    batches = 0
     started = time.monotonic()
-    while max_batches is None or batches < max_batches:
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            report.unfinished = True
-            break
-        claimed = _claim(now(), batch, report)
-        if claimed is None:
-            break
-        batches += 1
-        if concurrency > 1 and len(claimed) > 1:
-            report.add(_send_in_threads(claimed, now, concurrency))
-        else:
-            for message in claimed:
-                report.add(send_one(message, clock=now))
+    claims = _Claims(now, batch, max_batches, max_seconds, started, report)
+    first = claims.next()
+    if not first:
+        return report
+    if concurrency > 1 and len(first) > 1:
+        _send_in_threads(first, claims, now, concurrency, report)
+        return report
+    while first:
+        for message in first:
+            report.add(send_one(message, clock=now))
+        first = claims.next()
     return report
 
 
+class _Claims:
+    """The batches of one dispatcher run, claimed one at a time, until nothing is due, the
+    run's batch count is reached or its time is up."""
+
+    def __init__(self, now, batch, max_batches, max_seconds, started, report):
+        self.now, self.batch = now, batch
+        self.max_batches, self.max_seconds, self.started = max_batches, max_seconds, started
+        self.report = report
+        self.batches = 0
+        self.finished = False
+        self.lock = threading.Lock()
+        self.report_lock = threading.Lock()  # sending threads add to the same report
+
+    def next(self) -> list[OutboundMessage]:
+        with self.lock:
+            if self.finished:
+                return []
+            if self.max_batches is not None and self.batches >= self.max_batches:
+                self.finished = True
+                return []
+            if self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds:
+                self.report.unfinished = True
+                self.finished = True
+                return []
+            counted = DispatchReport()
+            claimed = _claim(self.now(), self.batch, counted)
+            with self.report_lock:
+                self.report.add(counted)
+            if claimed is None:
+                self.finished = True
+                return []
+            self.batches += 1
+            return claimed
+
+
 def _send_in_threads(
-    messages: list[OutboundMessage], now: Callable[[], datetime], concurrency: int
-) -> DispatchReport:
-    """Send a claimed batch from several threads (carrier calls are mostly waiting); each
-    thread has its own database connection, closed when the batch is done."""
+    first: list[OutboundMessage],
+    claims: _Claims,
+    now: Callable[[], datetime],
+    concurrency: int,
+    report: DispatchReport,
+) -> None:
+    """Send from several threads (carrier calls are mostly waiting). The thread that finds the
+    queue empty claims the next batch while the others are still sending, so a sender's pace
+    has no gap between batches. Each thread has its own database connection, closed at the
+    end."""
     pending: queue.SimpleQueue[OutboundMessage] = queue.SimpleQueue()
-    for message in messages:
+    for message in first:
         pending.put(message)
-    total, lock = DispatchReport(), threading.Lock()
+    lock = claims.report_lock
 
     def work() -> None:
         try:
@@ -147,24 +185,29 @@ def _send_in_threads(
                 try:
                     message = pending.get_nowait()
                 except queue.Empty:
-                    return
+                    more = claims.next()
+                    if not more:
+                        return
+                    for message in more:
+                        pending.put(message)
+                    continue
                 result = send_one(message, clock=now)
                 with lock:
-                    total.add(result)
+                    report.add(result)
         finally:
             connection.close()
 
-    # Threads beyond what the senders' pace needs would only queue for slots far ahead.
-    pace = sum({m.sender_id: m.sender.mps for m in messages}.values())
+    # Threads beyond what the senders' pace needs (one per 20 sends a second) would only
+    # queue for slots far ahead and add jitter.
+    pace = sum({m.sender_id: m.sender.mps for m in first}.values())
     threads = [
         threading.Thread(target=work, name=f"dispatch-{n}")
-        for n in range(min(concurrency, len(messages), max(1, math.ceil(pace / 5))))
+        for n in range(min(concurrency, max(1, math.ceil(pace / 20))))
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return total
 
 
 # Due texts, oldest first, but at most CLAIM_SECONDS of sending per sender: a slow sender's
