@@ -28,7 +28,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 -- the window cap below keeps any second from holding more than MPS all the same.
 local slot = math.max(tat, now - tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX',
-           math.floor((slot - now + interval) / 1000) + 1000)
+           math.max(math.floor((slot - now + interval) / 1000), 0) + 1000)
 return {string.format('%d', slot), string.format('%d', now)}
 """
 
