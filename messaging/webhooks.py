@@ -9,6 +9,7 @@ and nothing is written.
 from __future__ import annotations
 
 import logging
+import time
 
 import phonenumbers
 from django.conf import settings
@@ -57,13 +58,28 @@ def _e164(value: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Senders by receiving number, kept a few seconds per process: every inbound text needs one.
+SENDER_TTL = 5.0
+_senders_by_number: dict[str, tuple[float, Sender]] = {}
+
+
 def sender_for_inbound(params: dict) -> Sender | None:
     """The sender a text was sent to: our number, or (for a Messaging Service that the number
     isn't registered with us on its own) the account's service."""
+    to = _e164(params.get("To", ""))
+    hit = _senders_by_number.get(to) if to else None
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    sender = _sender_for_inbound(params, to)
+    if sender is not None and to and sender.phone_number == to:
+        _senders_by_number[to] = (time.monotonic() + SENDER_TTL, sender)
+    return sender
+
+
+def _sender_for_inbound(params: dict, to: str | None) -> Sender | None:
     # WARNING: all tenants' senders; the receiving number is how an inbound text finds its
     # tenant, and the signature is then checked with that tenant's token.
     senders = Sender.objects.unscoped().select_related("tenant")
-    to = _e164(params.get("To", ""))
     sender = senders.filter(phone_number=to).first() if to else None
     if sender is None and params.get("MessagingServiceSid") and params.get("AccountSid"):
         sender = senders.filter(

@@ -148,7 +148,7 @@ def message_create(
             expires_at=expires_at,
             created_at=now,
         )
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # ON CONFLICT needs no savepoint
             created = insert_unless_exists(message, conflict=("tenant", "dedupe_key"))
             if not created:
                 return OutboundMessage.objects.get(dedupe_key=dedupe_key), False

@@ -23,7 +23,7 @@ from messaging.models import (
 from messaging.services.outbound import message_create
 from messaging.services.setup import brand_name, messaging_settings_get
 from programs.models import Member, SmsStatus
-from programs.services.members import member_set_sms_status
+from programs.services.members import member_set_sms_status, member_sms_status_update
 
 
 @dataclass
@@ -137,7 +137,10 @@ def _report_to_member(subscriber: Subscriber, now: datetime) -> None:
         SubscriberStatus.PENDING: SmsStatus.PENDING,
         SubscriberStatus.UNSUBSCRIBED: SmsStatus.UNSUBSCRIBED,
     }.get(subscriber.status, SmsStatus.NONE)
-    member_set_sms_status(member=subscriber.member, status=status, now=now)
+    if status == SmsStatus.SUBSCRIBED:  # may earn the SMS bonus: the ledger's locked path
+        member_set_sms_status(member=subscriber.member, status=status, now=now)
+    else:  # nothing to earn: one UPDATE by id, without loading the member
+        member_sms_status_update(member_id=subscriber.member_id, status=status, now=now)
 
 
 def _set_status(subscriber: Subscriber, status: str, now: datetime) -> None:
@@ -171,7 +174,7 @@ def _text(tenant, subscriber, body, *, source, ref, now) -> None:
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # nested in the caller's transaction: no savepoint
 def subscriber_opt_in(
     *,
     tenant: Tenant,
@@ -226,7 +229,7 @@ def subscriber_opt_in(
         return subscriber
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # nested in the caller's transaction: no savepoint
 def subscriber_confirm(*, subscriber: Subscriber, evidence: Evidence, now: datetime) -> Subscriber:
     """The "Y" to a pending double opt-in: subscribed, with one confirmation text."""
     tenant = subscriber.tenant
@@ -239,7 +242,7 @@ def subscriber_confirm(*, subscriber: Subscriber, evidence: Evidence, now: datet
         return subscriber
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # nested in the caller's transaction: no savepoint
 def subscriber_opt_out(
     *, subscriber: Subscriber, evidence: Evidence, now: datetime, confirm: bool = True
 ) -> Subscriber:

@@ -202,9 +202,20 @@ def points_adjust(
     )
 
 
+def member_sms_status_update(*, member_id: int, status: str, now: datetime) -> None:
+    """A status that earns nothing (pending, unsubscribed, none): one UPDATE, no lock."""
+    Member.objects.filter(pk=member_id).exclude(sms_status=status).update(
+        sms_status=SmsStatus(status), updated_at=now
+    )
+
+
 @transaction.atomic
 def member_set_sms_status(*, member: Member, status: str, now: datetime) -> Member:
     """The messaging app reports a member's SMS status; the first subscription earns the bonus."""
+    if status != SmsStatus.SUBSCRIBED:
+        member_sms_status_update(member_id=member.pk, status=status, now=now)
+        member.sms_status = SmsStatus(status)
+        return member
     member = member_lock(member)
     if member.sms_status != status:
         member.sms_status = SmsStatus(status)
