@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
@@ -137,7 +137,9 @@ def next_window_time(now: datetime, zones: Sequence[str], window: Window) -> dat
                 candidates.append(start)
     for moment in sorted(candidates):
         if all(_allowed(moment, tz, window) for tz in tzs):
-            return moment
+            # In UTC: arithmetic on a datetime in a zone is wall-clock arithmetic, and "24 hours
+            # before" a moment after a DST change would be 23 or 25 real hours.
+            return moment.astimezone(UTC)
     return None
 
 
@@ -156,7 +158,7 @@ def marketing_send_time(
     window in the recipient's zone(s) and under every frequency cap. Caps and windows interact
     (waiting for a cap can land outside the window), so both are checked until they agree."""
     recent = sorted(recent_sends)
-    moment = now
+    moment = now.astimezone(UTC)
     for _ in range(16):
         earliest = moment
         for limit, hours in _caps(cap_messages, cap_hours, region):

@@ -300,3 +300,22 @@ def test_a_message_that_expires_before_its_window_expires_instead(alice_brand, f
         assert dispatch_due(now=lambda: night).expired == 1
         message.refresh_from_db()
         assert message.status == "expired"
+
+
+def test_a_cap_counts_real_hours_across_a_dst_change():
+    # The day clocks go back (2026-11-01 in New York) is 25 hours long: "24 hours after the
+    # last send" must be counted in real time, not on the wall clock.
+    now = datetime(2026, 10, 31, 14, 40, tzinfo=UTC)
+    last = now - timedelta(minutes=119)  # 2026-10-31 12:41 UTC
+    moment = marketing_send_time(
+        now,
+        zones=["America/New_York"],
+        brand_zone="America/New_York",
+        window=Window(8, 21),
+        recent_sends=[last],
+        cap_messages=1,
+        cap_hours=24,
+        region="",
+    )
+    assert moment >= last + timedelta(hours=24)
+    assert moment == datetime(2026, 11, 1, 13, 0, tzinfo=UTC)  # 08:00 EST, the window's start

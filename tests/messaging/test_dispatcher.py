@@ -220,7 +220,7 @@ def test_unsubscribed_and_pending_numbers_get_no_marketing(alice_brand, twilio_s
         )
         queue(tenant, gone, "m1", kind=MessageKind.MARKETING)
         queue(tenant, pending, "m2", kind=MessageKind.MARKETING)
-        noon = timezone.now().replace(hour=17, minute=0)  # 13:00 in New York
+        noon = (timezone.now() + timedelta(days=1)).replace(hour=17, minute=0)  # 13:00 in NY
         report = dispatch_due(now=lambda: noon)
     # Sent: the pending number's "Reply Y to confirm" only.
     assert (report.sent, report.suppressed) == (1, 2)

@@ -4,6 +4,7 @@ personalization tags."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -107,7 +108,9 @@ def test_sandbox_reports_delivery_through_the_status_path(
 ):
     with django_capture_on_commit_callbacks(execute=True):
         message = marketing(alice_brand.tenant, subscriber, "Hello {first_name|there}")
-        noon = timezone.now().replace(hour=17, minute=0, second=0)  # 13:00 in New York
+        noon = (timezone.now() + timedelta(days=1)).replace(
+            hour=17, minute=0, second=0
+        )  # 13:00 in New York
         assert dispatch_due(now=lambda: noon).sent == 1
     message.refresh_from_db()
     final, error_code, _ = receipt_plan(message.carrier_sid)
