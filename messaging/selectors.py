@@ -18,7 +18,8 @@ from messaging.models import (
 )
 
 
-def e164_or_none(value: str, region: str) -> str | None:
+def e164_or_none(value: str, region: str | None) -> str | None:
+    """The number in E.164, or None when it can't be one (any format `region` parses)."""
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:

@@ -52,8 +52,7 @@ def _choice(value: str | None, choices) -> str:
 
 def inbox_nav(request) -> dict:
     """The nav's "Inbox (3)": unread texts of the current brand, one aggregate query, run only
-    when the nav is drawn. A context processor in shape; the pages here add it themselves
-    (registering it in TEMPLATES would show the count on every page)."""
+    when the nav is drawn. A context processor (settings.TEMPLATES), so every page shows it."""
     tenant = getattr(request, "tenant", None)
     if tenant is None:
         return {"inbox_unread": 0}
@@ -74,10 +73,6 @@ def inbox_nav(request) -> dict:
 def _thread(subscriber: Subscriber) -> list:
     """The conversation, oldest first (at equal times, their text before our answer)."""
     return selectors.conversation(subscriber)
-
-
-def _render(request, template: str, context: dict, *, status: int = 200) -> HttpResponse:
-    return render(request, template, {**inbox_nav(request), **context}, status=status)
 
 
 # --- subscribers ----------------------------------------------------------------------------
@@ -113,7 +108,7 @@ def subscribers(request):
         {"value": value, "label": label, "count": counts.get(value, 0), "url": filter_url(value)}
         for value, label in SubscriberStatus.choices
     ]
-    return _render(
+    return render(
         request,
         "messaging/subscribers.html",
         {
@@ -141,7 +136,7 @@ def subscriber_detail(request, subscriber_id: int):
     with tenant_scope(request.tenant):
         consent = list(selectors.consent_history(subscriber))
         thread = _thread(subscriber)
-    return _render(
+    return render(
         request,
         "messaging/subscriber_detail.html",
         {
@@ -229,7 +224,7 @@ def subscriber_unsubscribe(request, subscriber_id: int):
         return redirect("subscriber_detail", subscriber_id=subscriber.pk)
     reason = request.POST.get("reason", "").strip()[:300]
     if request.POST.get("confirm") != "yes":
-        return _render(
+        return render(
             request,
             "messaging/subscriber_unsubscribe.html",
             {"subscriber": subscriber, "reason": reason, "sms_tab": "subscribers"},
@@ -278,7 +273,7 @@ def subscribers_import(request):
         form = forms.SubscriberImportForm()
     with tenant_scope(request.tenant):
         recent = list(SubscriberImport.objects.order_by("-pk")[:10])
-    return _render(
+    return render(
         request,
         "messaging/subscribers_import.html",
         {"form": form, "imports": recent, "sms_tab": "subscribers"},
@@ -296,7 +291,7 @@ def subscribers_import_detail(request, import_id: int):
         if partial
         else "messaging/subscribers_import_detail.html"
     )
-    return _render(request, template, {"job": job, "sms_tab": "subscribers"})
+    return render(request, template, {"job": job, "sms_tab": "subscribers"})
 
 
 # --- inbox ----------------------------------------------------------------------------------
@@ -334,7 +329,7 @@ def inbox(request):
             .order_by("-last_message_at", "-pk")[: PAGE + 1]
         )
     page, next_url = keyset_page(request, page, PAGE)
-    return _render(
+    return render(
         request,
         "messaging/inbox.html",
         {
@@ -355,7 +350,7 @@ def _conversation_page(request, subscriber: Subscriber, form, *, status: int = 2
     # resolved). Viewers only look: their visit leaves it unread for someone who can answer.
     if request.method == "GET" and can_reply and subscriber.unread_count:
         inbox_services.inbox_mark_read(subscriber=subscriber)
-    return _render(
+    return render(
         request,
         "messaging/inbox_conversation.html",
         {
@@ -424,7 +419,7 @@ def _settings_page(request, *, form, connect_form, status: int = 200):
         senders = list(Sender.objects.order_by("-is_default", "created_at"))
         current = setup.messaging_settings_get(tenant)
     default = next((s for s in senders if s.is_default), None)
-    return _render(
+    return render(
         request,
         "messaging/settings.html",
         {
@@ -565,7 +560,7 @@ def sms_simulator(request):
     with tenant_scope(tenant):
         subscriber = Subscriber.objects.filter(phone=number).first()
         join_keyword = (setup.messaging_settings_get(tenant).join_keywords or ["JOIN"])[0]
-    return _render(
+    return render(
         request,
         "messaging/simulator.html",
         {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import phonenumbers
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -21,6 +20,7 @@ from twilio.request_validator import RequestValidator
 
 from messaging.crypto import decrypt
 from messaging.models import OutboundMessage, Sender
+from messaging.selectors import e164_or_none
 from messaging.services.inbound import inbound_receive
 from messaging.services.status import status_receive
 
@@ -51,11 +51,7 @@ def _forbidden(reason: str, request: HttpRequest) -> HttpResponse:
 
 
 def _e164(value: str) -> str | None:
-    try:
-        number = phonenumbers.parse(value)
-    except phonenumbers.NumberParseException:
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164_or_none(value, None)  # Twilio sends E.164: no region to assume
 
 
 # Senders by receiving number, kept a few seconds per process: every inbound text needs one.
