@@ -8,11 +8,11 @@ Goal (issue 4): at each configured MPS the carrier sees the configured rate (±2
 steady part) and never more than MPS texts in any second (calendar seconds and any sliding
 1-second window). Each rate gets a brand connected to Twilio with sender_connect_twilio(mps=N)
 and ~20-30 s of transactional texts (exempt from quiet hours), sent by the real dispatcher
-(messaging.services.dispatch.dispatch_due) in worker processes that share the Redis pacing,
-as Celery's dispatch workers would. The carrier is tests/fake_twilio.py's FakeTwilio in a
-process of its own; times are the fake's own receipt times. The baseline is that fake's
-capacity with a lean keep-alive client, measured in the same run: if the dispatcher can't
-reach a rate, it shows whether the carrier or the dispatcher is the limit.
+(messaging.services.dispatch.dispatch_due) in worker processes that take turns on a sender
+by its Redis lease, as Celery's dispatch workers would. The carrier is tests/fake_twilio.py's
+FakeTwilio in a process of its own; times are the fake's own receipt times. The baseline is
+that fake's capacity with a lean keep-alive client, measured in the same run: if the
+dispatcher can't reach a rate, it shows whether the carrier or the dispatcher is the limit.
 
 The script is also its own helper processes: `--serve-fake` (the fake carrier, which reports
 its receipt times on request; `python -m tests.fake_twilio` serves the same class but can't
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import itertools
 import json
 import os
 import socket
@@ -161,20 +160,9 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
 
     import messaging.gateways.twilio  # noqa: F401 - imported before the clock starts
     from messaging.models import DUE_STATUSES, OutboundMessage
-    from messaging.services import dispatch
     from messaging.services.dispatch import DispatchReport, dispatch_due
     from messaging.tasks import DISPATCH_SECONDS
 
-    # Counted, not changed: a send that is late for its slot takes another one, and each
-    # slot not used is a send the sender's MPS loses.
-    reservations = itertools.count()
-    reserve = dispatch.wait_for_slot
-
-    def counted(*args, **kwargs):
-        next(reservations)
-        return reserve(*args, **kwargs)
-
-    dispatch.wait_for_slot = counted
     beat = settings.CELERY_BEAT_SCHEDULE["dispatch-due-texts"]["schedule"]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -203,7 +191,6 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
             stats.add(profile)
         stats.dump_stats(profile_to)
     answer = {"report": vars(total), "cpu": cpu, "wall": wall, "runs": runs, "empty": empty}
-    answer["reservations"] = next(reservations)
     print(json.dumps(answer), flush=True)
 
 
@@ -479,18 +466,17 @@ def run_phase(
 # The dispatcher's own steps and the libraries under them, for the profile's breakdown.
 SEND_PATH = (
     ("messaging/services/dispatch.py", "_claim"),
-    ("messaging/services/dispatch.py", "send_one"),
-    ("messaging/ratelimit.py", "wait_for_slot"),
-    ("messaging/services/dispatch.py", "_send"),
-    ("messaging/gateways/__init__.py", "gateway_for"),
-    ("messaging/gateways/twilio.py", "for_sender"),
-    ("messaging/gateways/twilio.py", "send"),
-    ("messaging/gateways/twilio.py", "_client"),
-    ("twilio/rest/api/v2010/account/message/__init__.py", "create"),
-    ("requests/sessions.py", "request"),
+    ("messaging/services/dispatch.py", "_gate"),
+    ("messaging/services/dispatch.py", "_send_batch"),
+    ("messaging/services/dispatch.py", "_paced"),
+    ("messaging/services/dispatch.py", "_record_outcomes"),
     ("messaging/services/dispatch.py", "status_callback_url"),
+    ("messaging/ratelimit.py", "until"),
+    ("messaging/gateways/twilio.py", "send_async"),
+    ("twilio/rest/api/v2010/account/message/__init__.py", "create_async"),
+    ("messaging/gateways/twilio.py", "request"),
+    ("aiohttp/client.py", "_request"),
     ("django/db/backends/base/base.py", "connect"),
-    ("django/db/backends/base/base.py", "close"),
 )
 
 
@@ -537,7 +523,9 @@ def main() -> int:
     parser.add_argument("--rates", default="3,100,1000", help="configured MPS, comma-separated")
     parser.add_argument("--seconds", default="30,20,20", help="texts for this long, per rate")
     parser.add_argument(
-        "--processes", default="1,1,3", help="dispatcher processes per rate (they share pacing)"
+        "--processes",
+        default="1,1,2",
+        help="dispatcher processes per rate (one serves a sender at a time, by its lease)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=0, help="threads per process (default: the task's)"
@@ -655,8 +643,7 @@ def main() -> int:
             + "/".join(str(r["report"]["sent"]) for r in phase.reports)
             + "; dispatch_due runs (of which found nothing) "
             + "/".join(f"{r['runs']}({r['empty']})" for r in phase.reports)
-            + f"; connections to the carrier {phase.connections}; slots reserved a text "
-            + f"{sum(r['reservations'] for r in phase.reports) / max(1, phase.received):.2f}"
+            + f"; connections to the carrier {phase.connections}"
         )
     if profile_path:
         watched = profiled.reports[0]

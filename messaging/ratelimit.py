@@ -1,39 +1,32 @@
-"""Per-sender pacing shared by every dispatcher process: a token schedule in Redis (Lua).
+"""Per-sender pacing: one dispatcher process serves a sender at a time, and paces it itself.
 
-Celery's own rate limits are per worker, so N workers would send N times too fast. Here each
-send reserves the next free slot of its sender in one atomic Lua call (the generic cell rate
-algorithm with no burst): slots are exactly 1/MPS apart on Redis's own clock, so no second
-ever holds more than MPS sends, whatever the number of workers. The caller sleeps until its
-slot.
+Celery's own rate limits are per worker, so N workers would send N times too fast. Instead a
+dispatcher holds the sender's **lease** (a Redis key with a token and a time to live) while it
+sends for it; other dispatchers serve other senders. The holder's `Pacer` spaces the sends
+1/MPS apart and never lets more than MPS of them leave in any window of a little over a
+second. A lease that changes hands passes the last second of send times along, so the next
+holder's first second can't crowd the previous holder's last one. A holder that dies loses its
+lease after LEASE_TTL; its sends are long out of any window by then.
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import asyncio
+import json
+import secrets
 import time
+from collections import deque
 from functools import cache
 
 import redis
 from django.conf import settings
 
-# KEYS[1]: the sender's schedule. ARGV[1]: microseconds between sends. Returns the reserved
-# slot as microseconds on the Redis clock and the Redis clock now.
-RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
--- A slot nobody took (every sender busy) may be taken a little late, so the rate catches up;
--- the window cap below keeps any second from holding more than MPS all the same.
-local slot = math.max(tat, now - tonumber(ARGV[2]))
-redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX',
-           math.max(math.floor((slot - now + interval) / 1000), 0) + 1000)
-return {string.format('%d', slot), string.format('%d', now)}
-"""
-
-
-# Slots that may be caught up on after a hold-up.
+# Seconds a lease lives unless renewed; a holder renews it with every batch it claims.
+LEASE_TTL = 30.0
+# A little over a second, so that delays between here and the carrier (a few ms) don't put
+# two windows' sends into one of the carrier's seconds; 0.5 % of the rate is the price.
+WINDOW = 1.005
+# Slots that may be caught up on after a hold-up (a slow claim, a busy CPU).
 CATCH_UP = 3
 
 
@@ -43,65 +36,94 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
 
 
-@cache
-def _script(url: str):
-    return redis_client(url).register_script(RESERVE)
+def _redis() -> redis.Redis:
+    return redis_client(settings.REDIS_URL)
 
 
-def reserve(sender_key: str, mps: float) -> float:
-    """Reserve the sender's next slot; returns how many seconds to wait for it (≥ 0)."""
-    interval_us = max(1, round(1_000_000 / mps))
-    slot, now = _script(settings.REDIS_URL)(
-        keys=[f"loyaltysms:mps:{sender_key}"], args=[interval_us, CATCH_UP * interval_us]
-    )
-    return max(0.0, (int(slot) - int(now)) / 1_000_000)
-
-
-def wait_for_slot(sender_key: str, mps: float) -> float:
-    """Sleep until the sender's next slot; returns the slot as time.monotonic()."""
-    delay = reserve(sender_key, mps)
-    slot = time.monotonic() + delay
-    if delay > 0:
-        time.sleep(delay)
-    return slot
-
-
-# The hard cap: at most ARGV[1] sends in any window of ARGV[2] microseconds, on Redis's clock.
-# KEYS[1]: a sorted set of recent send times. Returns 0 (recorded: go) or the microseconds
-# until the oldest send leaves the window.
-WINDOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-    redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-    redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
-    return 0
+# KEYS[1]: the lease. ARGV[1]: the holder's token. ARGV[2]: milliseconds to live.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tonumber(oldest[2]) + window - now + 1
+return 0
 """
-# A little over a second, so that delays between here and the carrier (a few ms) don't put
-# two windows' sends into one of the carrier's seconds; 0.5 % of the rate is the price.
-WINDOW_US = 1_005_000
+# KEYS[1]: the lease, KEYS[2]: the sender's recent send times. ARGV[1]: the token, ARGV[2]:
+# the send times (JSON, unix seconds).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', 5000)
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
-@cache
-def _window_script(url: str):
-    return redis_client(url).register_script(WINDOW)
+class SenderLease:
+    """The right to send for one sender, held by one dispatcher at a time."""
+
+    def __init__(self, sender_id: int):
+        self.key = f"loyaltysms:lease:sender:{sender_id}"
+        self.recent_key = f"loyaltysms:recent:sender:{sender_id}"
+        self.token = secrets.token_hex(8)
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.held = bool(_redis().set(self.key, self.token, nx=True, px=int(LEASE_TTL * 1000)))
+        return self.held
+
+    def renew(self) -> bool:
+        self.held = bool(_redis().eval(RENEW, 1, self.key, self.token, int(LEASE_TTL * 1000)))
+        return self.held
+
+    def recent_sends(self) -> list[float]:
+        """The previous holder's send times of its last second (unix seconds)."""
+        raw = _redis().get(self.recent_key)
+        return json.loads(raw) if raw else []
+
+    def release(self, recent: list[float]) -> None:
+        if self.held:
+            _redis().eval(RELEASE, 2, self.key, self.recent_key, self.token, json.dumps(recent))
+            self.held = False
 
 
-def wait_for_window(sender_key: str, mps: float) -> None:
-    """Wait until fewer than `mps` sends of this sender fell in the last second, and count
-    this one: the cap holds whatever the schedule above it did (threads held up after their
-    slot would otherwise crowd one second)."""
-    limit = max(1, int(mps))
-    token = f"{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}"
-    script = _window_script(settings.REDIS_URL)
-    while True:
-        wait_us = script(keys=[f"loyaltysms:window:{sender_key}"], args=[limit, WINDOW_US, token])
-        if int(wait_us) <= 0:
+class Pacer:
+    """The send times of one sender in its lease holder's process (used on one event loop).
+
+    `reserve(n)` hands out the next n slots, 1/MPS apart; `until(slot)` waits for a slot and
+    for the window cap (at most MPS sends in any WINDOW seconds), and records the send. Slots
+    are handed out in order to every batch that asks, so several batches of one sender can be
+    claimed and locked ahead while the current one sends, without gaps in the pace.
+    """
+
+    def __init__(self, mps: float, recent: list[float] = ()):
+        self.interval = 1.0 / max(mps, 0.001)
+        self.limit = max(1, int(mps))
+        # Send times on the wall clock (shared by processes on one host; passed with a lease).
+        now = time.time()
+        self.sent: deque[float] = deque(
+            (t for t in sorted(recent)[-self.limit :] if t > now - WINDOW), maxlen=self.limit
+        )
+        self.next_slot = 0.0
+
+    def reserve(self, count: int) -> list[float]:
+        """The next `count` slots (time.time() values)."""
+        start = max(self.next_slot, time.time() - CATCH_UP * self.interval)
+        self.next_slot = start + count * self.interval
+        return [start + i * self.interval for i in range(count)]
+
+    async def until(self, slot: float) -> None:
+        while True:
+            now = time.time()
+            if slot > now:
+                await asyncio.sleep(slot - now)
+                continue
+            if len(self.sent) >= self.limit and now - self.sent[0] < WINDOW:
+                await asyncio.sleep(self.sent[0] + WINDOW - now)
+                continue
+            self.sent.append(now)
             return
-        time.sleep(int(wait_us) / 1_000_000)
+
+    def recent(self) -> list[float]:
+        """This holder's send times of the last window, to pass on with the lease."""
+        cutoff = time.time() - WINDOW
+        return [t for t in self.sent if t > cutoff]

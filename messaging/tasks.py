@@ -13,7 +13,8 @@ from messaging.services.dispatch import sending_settle_stale, unknown_reconcile
 from messaging.services.imports import subscriber_import_run
 from messaging.services.status import sandbox_receipts_deliver
 
-# Threads sending at once per dispatcher process: enough for a 1,000 MPS sender.
+# Sending threads per dispatcher process: two per sender served at once (their batches
+# overlap), so eight senders at a time.
 DISPATCH_CONCURRENCY = 16
 # Claims stop after this long (a claimed batch still finishes), far below the task time limit:
 # a task killed mid-batch would leave its claimed texts `unknown`.

@@ -57,28 +57,46 @@ def receipt_plan(carrier_sid: str) -> tuple[str, str, float]:
 class SandboxGateway:
     def __init__(self, sender: Sender):
         self.sender = sender
+        self._receipts: dict[str, float] = {}  # of texts sent with send_async, not yet recorded
 
     def prepare(self) -> None:
         """Nothing to warm up."""
 
     def send(self, message: Outgoing) -> Sent:
-        refused = REFUSING_NUMBERS.get(message.to)
-        if refused is not None:
-            code, text, opted_out = refused
-            raise GatewayError(
-                f"Sandbox 400: {text}", code=code, permanent=True, opted_out=opted_out
-            )
-        sid = "SM" + secrets.token_hex(16)
-        final, error_code, delay = receipt_plan(sid)
-        now = time.time()
-        receipts = {
-            json.dumps([message.tenant_id, message.message_id, sid, "sent", ""]): now + SENT_AFTER,
-            json.dumps([message.tenant_id, message.message_id, sid, final, error_code]): now
-            + delay,
-        }
+        sent, receipts = _take(message)
         # Only for a send that is recorded: a rolled-back send leaves no receipt behind.
-        transaction.on_commit(lambda: redis_client(settings.REDIS_URL).zadd(RECEIPTS_KEY, receipts))
-        return Sent(carrier_sid=sid, status="queued")
+        transaction.on_commit(lambda: _queue_receipts(receipts))
+        return sent
+
+    async def send_async(self, message: Outgoing) -> Sent:
+        sent, receipts = _take(message)
+        self._receipts.update(receipts)
+        return sent
+
+    def recorded(self) -> None:
+        receipts, self._receipts = self._receipts, {}
+        if receipts:
+            transaction.on_commit(lambda: _queue_receipts(receipts))
+
+
+def _take(message: Outgoing) -> tuple[Sent, dict[str, float]]:
+    """The carrier's answer to one text, and its receipts with the time each is due."""
+    refused = REFUSING_NUMBERS.get(message.to)
+    if refused is not None:
+        code, text, opted_out = refused
+        raise GatewayError(f"Sandbox 400: {text}", code=code, permanent=True, opted_out=opted_out)
+    sid = "SM" + secrets.token_hex(16)
+    final, error_code, delay = receipt_plan(sid)
+    now = time.time()
+    receipts = {
+        json.dumps([message.tenant_id, message.message_id, sid, "sent", ""]): now + SENT_AFTER,
+        json.dumps([message.tenant_id, message.message_id, sid, final, error_code]): now + delay,
+    }
+    return Sent(carrier_sid=sid, status="queued"), receipts
+
+
+def _queue_receipts(receipts: dict[str, float]) -> None:
+    redis_client(settings.REDIS_URL).zadd(RECEIPTS_KEY, receipts)
 
 
 def receipts_due(*, until: float | None = None, limit: int = 1000) -> list[tuple]:

@@ -4,18 +4,22 @@ Exactly once in our books, at most once to the carrier (architecture.md, Reliabi
 1. Claim: due rows are taken with FOR UPDATE SKIP LOCKED (any number of dispatchers), the
    gate runs with the subscribers locked (so two claims can't both use one cap slot), and each
    text leaves as `sending` (committed), `deferred` to its next allowed moment, `suppressed`
-   or `expired`.
-2. Send: per text, in one short transaction that holds the subscriber row FOR SHARE across
-   the carrier call: consent is checked again, the carrier is called, the outcome recorded.
-   A STOP is written with the subscriber row locked for update, so it waits for a send to
-   that number already under way and every later send sees it: once a STOP is acknowledged,
-   nothing more goes to that number.
+   or `expired`. A claim takes about CHUNK_SECONDS of its sender's sending.
+2. Send: per claimed batch, in one transaction that holds its subscribers' rows FOR SHARE
+   across the carrier calls: consent is checked again, the texts are handed to the carrier
+   at their slots (the sender's pace, on the process's carrier loop), the outcomes recorded
+   in one statement. A STOP is written with the subscriber row locked for update, so it
+   waits for a batch sending to that number (at most about CHUNK_SECONDS) and every later
+   batch sees it: once a STOP is acknowledged, nothing more goes to that number.
+One dispatcher serves a sender at a time (a lease in Redis), with two batches in flight so
+the pace has no gap between them; other dispatchers serve other senders.
 A text whose carrier call got no answer becomes `unknown`, never re-sent; a dispatcher that
 died mid-send leaves `sending`, which `sending_settle_stale` turns into `unknown`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -32,8 +36,11 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+from psycopg2.extras import execute_values
 
+from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
+from messaging import aio
 from messaging.compliance import (
     marketing_send_time,
     next_window_time,
@@ -42,7 +49,7 @@ from messaging.compliance import (
     window_for,
 )
 from messaging.crypto import SecretUnreadable
-from messaging.gateways import GatewayError, OutcomeUnknown, Outgoing, gateway_for
+from messaging.gateways import GatewayError, OutcomeUnknown, Outgoing, Sent, gateway_for
 from messaging.models import (
     DUE_STATUSES,
     ConsentSource,
@@ -53,7 +60,7 @@ from messaging.models import (
     Subscriber,
     SubscriberStatus,
 )
-from messaging.ratelimit import wait_for_slot, wait_for_window
+from messaging.ratelimit import Pacer, SenderLease
 from messaging.services.outbound import public_base_url
 from messaging.services.setup import messaging_settings_get, sender_default
 from messaging.services.subscribers import Evidence, subscriber_opt_out
@@ -81,6 +88,7 @@ CAP_COUNTED = (
 # Texts that may go to a number that has unsubscribed: the confirmation of that opt-out, and
 # the answer to a HELP the person sent (CTIA: HELP is answered whatever the opt-in status).
 ANSWERS_TO_UNSUBSCRIBED = frozenset({"opt_out", "help"})
+OPTED_OUT_CODES = frozenset({"21610"})
 
 
 @dataclass
@@ -101,6 +109,14 @@ class DispatchReport:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+# One claim covers this much of its sender's sending: the texts are claimed, locked and sent
+# as a batch, so a STOP waits at most about this long for a send under way to its number.
+CHUNK_SECONDS = 0.5
+# Batches of one sender in flight at once: while one is sending, the next is claimed and
+# locked, so the pace has no gap between batches.
+LANES_PER_SENDER = 2
+
+
 def dispatch_due(
     *,
     now: Callable[[], datetime] = timezone.now,
@@ -109,105 +125,162 @@ def dispatch_due(
     concurrency: int = 1,
     max_seconds: float | None = None,
 ) -> DispatchReport:
-    """Send every due text (or `max_batches` claims of `batch`, or what can be claimed within
+    """Send every due text (or `max_batches` claims, or what can be claimed within
     `max_seconds`; `report.unfinished` then says more may be due). `now` is the clock, so
-    tests can run the gate at any hour."""
-    report = DispatchReport()
-    started = time.monotonic()
-    claims = _Claims(now, batch, max_batches, max_seconds, started, report)
-    first = claims.next()
-    if not first:
-        return report
-    if concurrency > 1 and len(first) > 1:
-        _send_in_threads(first, claims, now, concurrency, report)
-        return report
-    while first:
-        for message in first:
-            report.add(send_one(message, clock=now))
-        first = claims.next()
-    return report
+    tests can run the gate at any hour.
+
+    Each sender is served by one dispatcher at a time (its lease, messaging.ratelimit): here,
+    with up to LANES_PER_SENDER threads of `concurrency` (each with a database connection of
+    its own), or in the calling thread when `concurrency` is 1. A sender another dispatcher
+    is serving is left to it."""
+    run = _Run(now, batch, max_batches, max_seconds)
+    _adopt_orphans(now())
+    while not run.over():
+        due = _due_senders(now())
+        if not due or not run.serve(due, concurrency):
+            break
+    return run.report
 
 
-class _Claims:
-    """The batches of one dispatcher run, claimed one at a time, until nothing is due, the
-    run's batch count is reached or its time is up."""
+class _Run:
+    """One dispatcher run: its limits, its report, and the senders it serves."""
 
-    def __init__(self, now, batch, max_batches, max_seconds, started, report):
+    def __init__(self, now, batch, max_batches, max_seconds):
         self.now, self.batch = now, batch
-        self.max_batches, self.max_seconds, self.started = max_batches, max_seconds, started
-        self.report = report
+        self.max_batches, self.max_seconds = max_batches, max_seconds
+        self.started = time.monotonic()
+        self.report = DispatchReport()
         self.batches = 0
-        self.finished = False
         self.lock = threading.Lock()
-        self.report_lock = threading.Lock()  # sending threads add to the same report
 
-    def next(self) -> list[OutboundMessage]:
+    def over(self) -> bool:
         with self.lock:
-            if self.finished:
-                return []
             if self.max_batches is not None and self.batches >= self.max_batches:
-                self.finished = True
-                return []
+                return True
             if self.max_seconds is not None and time.monotonic() - self.started > self.max_seconds:
                 self.report.unfinished = True
-                self.finished = True
-                return []
-            counted = DispatchReport()
-            claimed = _claim(self.now(), self.batch, counted)
-            with self.report_lock:
-                self.report.add(counted)
-            if claimed is None:
-                self.finished = True
-                return []
+                return True
+            return False
+
+    def add(self, result: DispatchReport) -> None:
+        with self.lock:
+            self.report.add(result)
+
+    def claim(self, sender_id: int, size: int) -> list[OutboundMessage]:
+        if self.over():
+            return []
+        counted = DispatchReport()
+        claimed = _claim(self.now(), size, counted, sender_ids=[sender_id]) or []
+        with self.lock:
             self.batches += 1
-            return claimed
+        self.add(counted)
+        return claimed
 
+    def serve(self, sender_ids: list[int], concurrency: int) -> bool:
+        """Serve each of these senders until its due texts are sent; False if another
+        dispatcher holds every one of them."""
+        if concurrency <= 1:
+            return any([self.serve_sender(sender_id, lanes=1) for sender_id in sender_ids])
+        lanes = min(LANES_PER_SENDER, concurrency)
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for sender_id in sender_ids:
+            todo.put(sender_id)
+        served = []
 
-def _send_in_threads(
-    first: list[OutboundMessage],
-    claims: _Claims,
-    now: Callable[[], datetime],
-    concurrency: int,
-    report: DispatchReport,
-) -> None:
-    """Send from several threads (carrier calls are mostly waiting). The thread that finds the
-    queue empty claims the next batch while the others are still sending, so a sender's pace
-    has no gap between batches. Each thread has its own database connection, closed at the
-    end."""
-    pending: queue.SimpleQueue[OutboundMessage] = queue.SimpleQueue()
-    for message in first:
-        pending.put(message)
-    lock = claims.report_lock
-
-    def work() -> None:
-        try:
-            while True:
-                try:
-                    message = pending.get_nowait()
-                except queue.Empty:
-                    more = claims.next()
-                    if not more:
+        def work() -> None:
+            try:
+                while True:
+                    try:
+                        sender_id = todo.get_nowait()
+                    except queue.Empty:
                         return
-                    for message in more:
-                        pending.put(message)
-                    continue
-                result = send_one(message, clock=now)
-                with lock:
-                    report.add(result)
-        finally:
-            connection.close()
+                    served.append(self.serve_sender(sender_id, lanes=lanes))
+            finally:
+                connection.close()
 
-    # Threads beyond what the senders' pace needs (one per 20 sends a second) would only
-    # queue for slots far ahead and add jitter.
-    pace = sum({m.sender_id: m.sender.mps for m in first}.values())
-    threads = [
-        threading.Thread(target=work, name=f"dispatch-{n}")
-        for n in range(min(concurrency, max(1, math.ceil(pace / 20))))
-    ]
+        workers = min(len(sender_ids), max(1, concurrency // lanes))
+        _in_threads([work] * workers)
+        return any(served)
+
+    def serve_sender(self, sender_id: int, *, lanes: int) -> bool:
+        lease = SenderLease(sender_id)
+        if not lease.acquire():
+            return False
+        pacer = None
+        try:
+            # WARNING: any tenant's sender; its texts are then handled in its tenant's scope.
+            sender = Sender.objects.unscoped().select_related("tenant").filter(pk=sender_id)
+            sender = sender.first()
+            if sender is None:
+                return True
+            pacer = Pacer(sender.mps, lease.recent_sends())
+            size = max(1, min(self.batch, math.ceil(sender.mps * CHUNK_SECONDS)))
+
+            def lane() -> None:
+                while messages := self.claim(sender.pk, size):
+                    lease.renew()
+                    self.add(_send_batch(messages, sender, pacer, self.now))
+
+            if lanes <= 1:
+                lane()
+            else:
+                _in_threads([lane] * lanes, close_connections=True)
+            return True
+        finally:
+            lease.release(pacer.recent() if pacer is not None else [])
+
+
+def _in_threads(targets: list[Callable[[], None]], *, close_connections: bool = False) -> None:
+    """Run each target in a thread of its own and wait for all; an exception in one is
+    raised here once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(target):
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            if close_connections:
+                connection.close()
+
+    threads = [threading.Thread(target=run, args=(target,)) for target in targets]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
+
+
+DUE_SENDERS = """
+SELECT s.id FROM messaging_sender s
+WHERE EXISTS (
+    SELECT 1 FROM messaging_outboundmessage m
+    WHERE m.sender_id = s.id AND m.status IN ('queued', 'deferred') AND m.send_after <= %s
+)
+ORDER BY s.id
+"""
+
+
+def _due_senders(now: datetime) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(DUE_SENDERS, [now])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _adopt_orphans(now: datetime) -> None:
+    """Due texts whose sender was deleted go through their brand's default sender."""
+    # WARNING: every tenant's orphaned texts; each tenant's get its own default sender.
+    orphans = OutboundMessage.objects.unscoped().filter(
+        status__in=DUE_STATUSES, send_after__lte=now, sender__isnull=True
+    )
+    for tenant_id in set(orphans.values_list("tenant_id", flat=True)):
+        tenant = Tenant.objects.get(pk=tenant_id)
+        with tenant_scope(tenant):
+            OutboundMessage.objects.filter(status__in=DUE_STATUSES, sender__isnull=True).update(
+                sender=sender_default(tenant)
+            )
 
 
 # Due texts, oldest first, but at most CLAIM_SECONDS of sending per sender: a slow sender's
@@ -224,31 +297,27 @@ CROSS JOIN LATERAL (
     LIMIT least(greatest(1, s.mps * %s), %s)
     FOR UPDATE OF m SKIP LOCKED
 ) due
+WHERE %s::bigint[] IS NULL OR s.id = ANY(%s::bigint[])
 ORDER BY due.send_after, due.id
 LIMIT %s
 """
 
 
-def _claim(now: datetime, batch: int, report: DispatchReport) -> list[OutboundMessage] | None:
-    """Claim one batch of due texts and run the gate on each. None: nothing was due."""
+def _claim(
+    now: datetime, batch: int, report: DispatchReport, *, sender_ids: list[int] | None = None
+) -> list[OutboundMessage] | None:
+    """Claim one batch of due texts (of these senders, or of all) and run the gate on each.
+    None: nothing was due."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             # Each sender's share is capped at the batch too: rows the lateral part locks are
             # held until this claim commits, and concurrent claims must find the rest.
-            cursor.execute(CLAIM_DUE, [now, CLAIM_SECONDS, batch, batch])
+            cursor.execute(CLAIM_DUE, [now, CLAIM_SECONDS, batch, sender_ids, sender_ids, batch])
             ids = [row[0] for row in cursor.fetchall()]
-        # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
-        due = OutboundMessage.objects.unscoped().select_related("tenant")
-        if len(ids) < batch:
-            # Texts whose sender was deleted: the brand's default sender takes them.
-            ids += list(
-                due.filter(status__in=DUE_STATUSES, send_after__lte=now, sender__isnull=True)
-                .order_by("send_after", "id")
-                .select_for_update(skip_locked=True, of=("self",))
-                .values_list("pk", flat=True)[: batch - len(ids)]
-            )
         if not ids:
             return None
+        # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
+        due = OutboundMessage.objects.unscoped().select_related("tenant")
         messages = list(due.filter(pk__in=ids).order_by("send_after", "id"))
         report.claimed += len(messages)
         by_tenant = defaultdict(list)
@@ -406,82 +475,110 @@ def _status_base() -> str:
     return public_base_url() + reverse("twilio_status")
 
 
-# The text locked for its outcome, and its subscriber's row shared: a STOP (which updates
-# that row) waits for this send to finish, and this send waits for a STOP under way.
+# The batch's texts locked for their outcomes, and their subscribers' rows shared (in id
+# order, like the gate's, so the two never deadlock): a STOP (which updates that row) waits
+# for a batch sending to that number to finish, and a batch waits for a STOP under way.
 #
-# The outcome is committed without waiting for the disk: if the database crashed before
-# flushing it, the text would still be `sending` from its claim and become `unknown` —
-# never sent twice — so the flush wait (most of a send's database time) buys nothing.
-LOCK_FOR_SEND = """
-SET LOCAL synchronous_commit TO OFF;
-SELECT m.status, s.status
+# The outcomes are committed without waiting for the disk: if the database crashed before
+# flushing them, the texts would still be `sending` from their claim and become `unknown` —
+# never sent twice — so the flush wait buys nothing.
+LOCK_BATCH = """
+SELECT m.id, m.status, s.status
 FROM messaging_outboundmessage m JOIN messaging_subscriber s ON s.id = m.subscriber_id
-WHERE m.id = %s
+WHERE m.id = ANY(%s)
+ORDER BY s.id, m.id
 FOR NO KEY UPDATE OF m FOR SHARE OF s
 """
-RECORD_OUTCOME = """
-UPDATE messaging_outboundmessage
-SET status = %s, status_reason = %s, error_code = %s, carrier_sid = %s, send_after = %s,
-    sending_at = %s, sent_at = %s, finished_at = %s, updated_at = %s
-WHERE id = %s
+RECORD_OUTCOMES = """
+UPDATE messaging_outboundmessage m
+SET status = v.status, status_reason = v.status_reason, error_code = v.error_code,
+    carrier_sid = v.carrier_sid, send_after = v.send_after, sending_at = v.sending_at,
+    sent_at = v.sent_at, finished_at = v.finished_at, updated_at = v.updated_at
+FROM (VALUES %s) AS v(id, status, status_reason, error_code, carrier_sid, send_after,
+                      sending_at, sent_at, finished_at, updated_at)
+WHERE m.id = v.id
 """
+OUTCOME_ROW = (
+    "(%s::bigint, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz,"
+    " %s::timestamptz, %s::timestamptz)"
+)
 
 
-def send_one(
-    message: OutboundMessage, *, clock: Callable[[], datetime] = timezone.now
+def _send_batch(
+    messages: list[OutboundMessage],
+    sender: Sender,
+    pacer: Pacer,
+    clock: Callable[[], datetime] = timezone.now,
 ) -> DispatchReport:
-    """Hand one claimed text to its carrier and record the outcome (see the module doc)."""
+    """Hand a claimed batch of one sender's texts to its carrier, paced, and record the
+    outcomes — all in one transaction that holds the subscribers' rows (see the module doc)."""
     report = DispatchReport()
-    sender = message.sender
-    with tenant_scope(message.tenant):
-        pace_key = f"sender:{sender.pk}"
-        gateway = gateway_for(sender)
-        gateway.prepare()
-        # Its first call loads the URLconf (a tenth of a second, under the import lock): done
-        # before the slot, so no request leaves late and crowds the next ones.
-        status_callback_url(message)
-        wait_for_slot(pace_key, sender.mps)
+    with tenant_scope(sender.tenant), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute(LOCK_BATCH, [[m.pk for m in messages]])
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
         now = clock()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(LOCK_FOR_SEND, [message.pk])
-            row = cursor.fetchone()
-            if row is None or row[0] != MessageStatus.SENDING:
-                return report
-            refusal = consent_refusal(message, Subscriber(status=row[1]))
+        done, to_send = [], []
+        for message in messages:
+            message_status, subscriber_status = found.get(message.pk, (None, None))
+            if message_status != MessageStatus.SENDING:
+                continue  # settled meanwhile (stale, canceled): not ours to record
+            done.append(message)
+            refusal = consent_refusal(message, Subscriber(status=subscriber_status))
             if refusal:
                 _finish(message, MessageStatus.SUPPRESSED, now, refusal)
                 report.suppressed += 1
             else:
-                # The hard cap, right before the request: a send held up after its slot (a
-                # busy CPU, a lock) waits here rather than crowd the next second.
-                wait_for_window(pace_key, sender.mps)
-                _send(message, gateway, now, report, clock)
-            cursor.execute(
-                RECORD_OUTCOME,
-                [
-                    message.status,
-                    message.status_reason,
-                    message.error_code,
-                    message.carrier_sid,
-                    message.send_after,
-                    message.sending_at,
-                    message.sent_at,
-                    message.finished_at,
-                    clock(),
-                    message.pk,
-                ],
-            )
+                to_send.append(message)
+        try:
+            gateway = gateway_for(sender)
+        except SecretUnreadable as exc:
+            for message in to_send:
+                _finish(message, MessageStatus.FAILED, now, str(exc))
+                report.failed += 1
+            to_send = []
+        if to_send:
+            outgoing = [_outgoing(message, now) for message in to_send]
+            results = aio.run(_paced(gateway, pacer, outgoing))
+            sent_at = clock()  # when the carrier took them
+            for message, result in zip(to_send, results, strict=True):
+                _outcome(message, result, now, sent_at, report)
+        if done:
+            _record_outcomes(cursor, done, clock())
+        if to_send:
+            gateway.recorded()
+        for message in done:
+            if message.error_code in OPTED_OUT_CODES and message.status == MessageStatus.SUPPRESSED:
+                _carrier_opt_out(message, now)
     return report
 
 
-def _send(
-    message: OutboundMessage,
-    gateway,
-    now: datetime,
-    report: DispatchReport,
-    clock: Callable[[], datetime],
-) -> None:
-    outgoing = Outgoing(
+async def _paced(gateway, pacer: Pacer, outgoing: list[Outgoing]) -> list:
+    """Send each text at its slot (on the carrier loop); the carrier's answers, or the
+    exceptions raised, in order. Texts of one batch to one number go one after another."""
+    requests, last = [], {}
+    for item, slot in zip(outgoing, pacer.reserve(len(outgoing)), strict=True):
+        await pacer.until(slot)
+        request = asyncio.ensure_future(_send_after(gateway, item, last.get(item.to)))
+        requests.append(request)
+        last[item.to] = request
+    return await asyncio.gather(*requests, return_exceptions=True)
+
+
+async def _send_after(gateway, item: Outgoing, previous: asyncio.Future | None):
+    if previous is not None:
+        try:
+            await previous
+        except GatewayError as exc:
+            if exc.opted_out:  # the number opted out at the carrier: not even attempted
+                raise
+        except Exception:  # noqa: S110 - the previous text's own outcome, recorded with it
+            pass
+    return await gateway.send_async(item)
+
+
+def _outgoing(message: OutboundMessage, now: datetime) -> Outgoing:
+    return Outgoing(
         to=message.to,
         body=message.body,
         status_callback=status_callback_url(message),
@@ -490,25 +587,50 @@ def _send(
         message_id=message.pk,
         tenant_id=message.tenant_id,
     )
-    try:
-        sent = gateway.send(outgoing)
-    except OutcomeUnknown as exc:
-        message.status = MessageStatus.UNKNOWN
-        message.status_reason = str(exc)[:200]
-        report.unknown += 1
-        logger.warning("message %s: outcome unknown: %s", message.pk, exc)
-        return
-    except SecretUnreadable as exc:
-        _finish(message, MessageStatus.FAILED, now, str(exc))
+
+
+def _outcome(
+    message: OutboundMessage, result, now: datetime, sent_at: datetime, report: DispatchReport
+) -> None:
+    if isinstance(result, Sent):
+        message.status = MessageStatus.SENT
+        message.carrier_sid = result.carrier_sid
+        message.sent_at = sent_at
+        report.sent += 1
+    elif isinstance(result, GatewayError):
+        _carrier_refused(message, result, now, report)
+    elif isinstance(result, SecretUnreadable):
+        _finish(message, MessageStatus.FAILED, now, str(result))
         report.failed += 1
-        return
-    except GatewayError as exc:
-        _carrier_refused(message, exc, now, report)
-        return
-    message.status = MessageStatus.SENT
-    message.carrier_sid = sent.carrier_sid
-    message.sent_at = clock()  # when the carrier took it
-    report.sent += 1
+    else:
+        # No answer (OutcomeUnknown), or anything unexpected once the request may have left:
+        # never sent again; the receipt or reconciliation settles it.
+        message.status = MessageStatus.UNKNOWN
+        message.status_reason = str(result)[:200]
+        report.unknown += 1
+        if isinstance(result, OutcomeUnknown):
+            logger.warning("message %s: outcome unknown: %s", message.pk, result)
+        else:
+            logger.error("message %s: send raised", message.pk, exc_info=result)
+
+
+def _record_outcomes(cursor, messages: list[OutboundMessage], now: datetime) -> None:
+    rows = [
+        (
+            m.pk,
+            m.status,
+            m.status_reason,
+            m.error_code,
+            m.carrier_sid,
+            m.send_after,
+            m.sending_at,
+            m.sent_at,
+            m.finished_at,
+            now,
+        )
+        for m in messages
+    ]
+    execute_values(cursor.cursor, RECORD_OUTCOMES, rows, template=OUTCOME_ROW, page_size=1000)
 
 
 def _carrier_refused(
@@ -517,15 +639,9 @@ def _carrier_refused(
     """compliance.md, Carrier errors."""
     message.error_code = exc.code[:10]
     if exc.opted_out:
+        # The number is unsubscribed once the batch's outcomes are written (_carrier_opt_out).
         _finish(message, MessageStatus.SUPPRESSED, now, f"opted out at the carrier ({exc.code})")
         report.suppressed += 1
-        subscriber = Subscriber.objects.get(pk=message.subscriber_id)
-        subscriber_opt_out(
-            subscriber=subscriber,
-            evidence=Evidence(source=ConsentSource.CARRIER, extra={"error_code": exc.code}),
-            now=now,
-            confirm=False,
-        )
     elif exc.permanent:
         status = (
             MessageStatus.SUPPRESSED if exc.code in ("21211", "21614") else MessageStatus.FAILED
@@ -547,6 +663,16 @@ def _carrier_refused(
         message.send_after = now + RETRY_BACKOFF[message.attempts - 1]
         message.sending_at = None
         report.retried += 1
+
+
+def _carrier_opt_out(message: OutboundMessage, now: datetime) -> None:
+    subscriber = Subscriber.objects.get(pk=message.subscriber_id)
+    subscriber_opt_out(
+        subscriber=subscriber,
+        evidence=Evidence(source=ConsentSource.CARRIER, extra={"error_code": message.error_code}),
+        now=now,
+        confirm=False,
+    )
 
 
 def sending_settle_stale(*, now: datetime) -> int:

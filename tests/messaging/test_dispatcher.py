@@ -365,3 +365,115 @@ def test_concurrent_claims_share_one_senders_backlog(alice_brand, twilio_sender)
     first = {m.pk for m in claims["first"]}
     second = {m.pk for m in claims["second"]}
     assert len(first) == len(second) == 20 and not first & second
+
+
+def test_a_sender_served_by_another_dispatcher_is_left_to_it(alice_brand, twilio_sender, fake):
+    from messaging.ratelimit import SenderLease
+
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        queue(tenant, subscribed(tenant), "a")
+    elsewhere = SenderLease(twilio_sender.pk)
+    assert elsewhere.acquire()
+    try:
+        assert dispatch_due().claimed == 0
+        assert fake.requests == []
+    finally:
+        elsewhere.release([])
+    assert dispatch_due().sent == 1
+
+
+def test_a_lease_passes_its_last_second_of_sends_to_the_next_holder(twilio_sender):
+    import asyncio
+    import time
+
+    from messaging.ratelimit import WINDOW, Pacer, SenderLease
+
+    first = SenderLease(twilio_sender.pk)
+    assert first.acquire()
+    recent = [time.time() - 0.9 + n * 0.01 for n in range(10)]  # 10 sends, the last 0.8 s ago
+    first.release(recent)
+    second = SenderLease(twilio_sender.pk)
+    assert second.acquire()
+    pacer = Pacer(10, second.recent_sends())
+    second.release([])
+
+    async def one_more() -> float:
+        await pacer.until(pacer.reserve(1)[0])
+        return time.time()
+
+    sent = asyncio.run(one_more())
+    # The 11th send of that second waits until the first of the ten leaves the window.
+    assert sent >= recent[0] + WINDOW
+
+
+def test_each_pacer_window_holds_at_most_mps_sends():
+    import asyncio
+    import time
+
+    from messaging.ratelimit import WINDOW, Pacer
+
+    pacer = Pacer(50)
+
+    async def burst() -> list[float]:
+        times = []
+        # Slots handed out late (as after a slow claim) are caught up on, but never past
+        # the window's limit.
+        slots = pacer.reserve(120)
+        await asyncio.sleep(0.2)
+        for slot in slots:
+            await pacer.until(slot)
+            times.append(time.time())
+        return times
+
+    times = asyncio.run(burst())
+    for i, start in enumerate(times):
+        assert len([t for t in times[i:] if t < start + WINDOW]) <= 50
+    assert 2 * WINDOW <= times[-1] - times[0] <= 120 / 50 + 0.3  # sends 0, 50 and 100
+
+
+@pytest.mark.django_db(transaction=True)  # dispatchers in threads, each its own connection
+def test_two_dispatchers_on_one_sender_never_exceed_its_mps(alice_brand, fake):
+    import threading
+    import time
+
+    from django.db import connection
+
+    tenant = alice_brand.tenant
+    sender_connect_twilio(
+        tenant=tenant, account_sid=ACCOUNT, auth_token=TOKEN, from_number=FROM, mps=10
+    )
+    with tenant_scope(tenant):
+        for n in range(30):
+            queue(tenant, subscribed(tenant, f"+1212555{n:04d}"), f"two{n}")
+    sent = {}
+
+    def first():  # claims for 0.8 s, then hands the sender over with texts still due
+        try:
+            sent["first"] = dispatch_due(concurrency=2, max_seconds=0.8).sent
+        finally:
+            connection.close()
+
+    def second():  # polls like beat, and takes over as soon as the lease is free
+        from messaging.models import DUE_STATUSES
+
+        time.sleep(0.3)
+        sent["second"] = 0
+        try:
+            while OutboundMessage.objects.unscoped().filter(status__in=DUE_STATUSES).exists():
+                sent["second"] += dispatch_due(concurrency=2).sent
+                time.sleep(0.01)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 0 < sent["first"] < 30 and sent["first"] + sent["second"] == 30
+    times = sorted(r.received_monotonic for r in fake.requests)
+    assert len(times) == 30
+    for i, start in enumerate(times):
+        in_second = [t for t in times[i:] if t < start + 1.0]
+        assert len(in_second) <= 10, [round(t - times[0], 3) for t in times]

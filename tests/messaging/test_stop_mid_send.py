@@ -92,14 +92,14 @@ def test_stop_mid_send_stops_every_later_text_to_that_number(
 
     # The carrier's view: when each text to the stopping number was handed over.
     handed_over: list[tuple[float, str]] = []
-    original_send = sandbox.SandboxGateway.send
+    original_send = sandbox.SandboxGateway.send_async
 
-    def send(self, message):
+    async def send_async(self, message):
         if message.to == STOPPER:
             handed_over.append((time.monotonic(), message.body))
-        return original_send(self, message)
+        return await original_send(self, message)
 
-    monkeypatch.setattr(sandbox.SandboxGateway, "send", send)
+    monkeypatch.setattr(sandbox.SandboxGateway, "send_async", send_async)
 
     outcome = []
 
