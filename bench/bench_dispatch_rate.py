@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -63,6 +64,9 @@ def serve_fake(accounts: list[str]) -> None:
     so the benchmark can read the fake's receipt times: `times` → one JSON line, `reset`."""
     from tests.fake_twilio import FakeTwilio
 
+    # Its handler threads hand the interpreter lock on sooner: a request's receipt time is
+    # taken by a thread that first has to get it (Python's default switch interval is 5 ms).
+    sys.setswitchinterval(0.0005)
     fake = FakeTwilio()
     for account in accounts:
         sid, _, token = account.partition(":")
@@ -88,6 +92,11 @@ def serve_fake(accounts: list[str]) -> None:
     fake.stop()
 
 
+def _raise_priority() -> None:
+    with contextlib.suppress(PermissionError):
+        os.nice(-10)
+
+
 class FakeCarrier:
     """The fake in its own process, so it doesn't share a GIL with anything measured."""
 
@@ -95,6 +104,9 @@ class FakeCarrier:
         self.process = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
             [sys.executable, __file__, "--serve-fake", "--account", f"{ACCOUNT}:{TOKEN}"],
             cwd=harness.ROOT,
+            # A real carrier has machines of its own; here it shares two cores with us, so it
+            # goes first when it has work (where the OS allows raising a priority).
+            preexec_fn=_raise_priority,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -159,10 +171,20 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
     from django.conf import settings
 
     import messaging.gateways.twilio  # noqa: F401 - imported before the clock starts
+    from messaging import ratelimit
     from messaging.models import DUE_STATUSES, OutboundMessage
     from messaging.services.dispatch import DispatchReport, dispatch_due
     from messaging.tasks import DISPATCH_SECONDS
 
+    # When each send left our pacer, to compare with the fake's receipt times.
+    fired: list[float] = []
+    until = ratelimit.Pacer.until
+
+    async def recorded(self, slot):
+        await until(self, slot)
+        fired.append(time.time())
+
+    ratelimit.Pacer.until = recorded
     beat = settings.CELERY_BEAT_SCHEDULE["dispatch-due-texts"]["schedule"]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -191,6 +213,7 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
             stats.add(profile)
         stats.dump_stats(profile_to)
     answer = {"report": vars(total), "cpu": cpu, "wall": wall, "runs": runs, "empty": empty}
+    answer["fired"] = fired
     print(json.dumps(answer), flush=True)
 
 
@@ -644,6 +667,11 @@ def main() -> int:
             + "; dispatch_due runs (of which found nothing) "
             + "/".join(f"{r['runs']}({r['empty']})" for r in phase.reports)
             + f"; connections to the carrier {phase.connections}"
+        )
+        fired = sorted(t for r in phase.reports for t in r["fired"])
+        print(
+            f"{'':>13}as our pacer let them go: max {max_sliding(fired)} in any 1 s window "
+            f"(the carrier's count above adds the delays between there and its handler)"
         )
     if profile_path:
         watched = profiled.reports[0]

@@ -3,7 +3,7 @@
 Celery's own rate limits are per worker, so N workers would send N times too fast. Instead a
 dispatcher holds the sender's **lease** (a Redis key with a token and a time to live) while it
 sends for it; other dispatchers serve other senders. The holder's `Pacer` spaces the sends
-1/MPS apart and never lets more than MPS of them leave in any window of a little over a
+WINDOW/MPS apart and never lets more than MPS of them leave in any window of a little over a
 second. A lease that changes hands passes the last second of send times along, so the next
 holder's first second can't crowd the previous holder's last one. A holder that dies loses its
 lease after LEASE_TTL; its sends are long out of any window by then.
@@ -23,11 +23,13 @@ from django.conf import settings
 
 # Seconds a lease lives unless renewed; a holder renews it with every batch it claims.
 LEASE_TTL = 30.0
-# A little over a second, so that delays between here and the carrier (a few ms) don't put
-# two windows' sends into one of the carrier's seconds; 0.5 % of the rate is the price.
-WINDOW = 1.005
-# Slots that may be caught up on after a hold-up (a slow claim, a busy CPU).
-CATCH_UP = 3
+# A little over a second, so that delays between here and the carrier (up to 10 ms) don't put
+# two windows' sends into one of the carrier's seconds; 1 % of the rate is the price.
+WINDOW = 1.01
+# How far behind a new batch's first slot may be (a slow claim, a busy CPU): up to three
+# slots, and never more than 50 ms, so a slow sender's texts don't leave in bunches.
+CATCH_UP_SLOTS = 3
+CATCH_UP_SECONDS = 0.05
 
 
 @cache
@@ -89,15 +91,17 @@ class SenderLease:
 class Pacer:
     """The send times of one sender in its lease holder's process (used on one event loop).
 
-    `reserve(n)` hands out the next n slots, 1/MPS apart; `until(slot)` waits for a slot and
+    `reserve(n)` hands out the next n slots, WINDOW/MPS apart; `until(slot)` waits for a slot and
     for the window cap (at most MPS sends in any WINDOW seconds), and records the send. Slots
     are handed out in order to every batch that asks, so several batches of one sender can be
     claimed and locked ahead while the current one sends, without gaps in the pace.
     """
 
     def __init__(self, mps: float, recent: list[float] = ()):
-        self.interval = 1.0 / max(mps, 0.001)
         self.limit = max(1, int(mps))
+        # Spaced so that a window never holds more than `limit` slots: the cap below then
+        # only acts after a hold-up, when late sends would otherwise crowd together.
+        self.interval = WINDOW / max(mps, 0.001)
         # Send times on the wall clock (shared by processes on one host; passed with a lease).
         now = time.time()
         self.sent: deque[float] = deque(
@@ -107,7 +111,8 @@ class Pacer:
 
     def reserve(self, count: int) -> list[float]:
         """The next `count` slots (time.time() values)."""
-        start = max(self.next_slot, time.time() - CATCH_UP * self.interval)
+        behind = min(CATCH_UP_SLOTS * self.interval, CATCH_UP_SECONDS)
+        start = max(self.next_slot, time.time() - behind)
         self.next_slot = start + count * self.interval
         return [start + i * self.interval for i in range(count)]
 
