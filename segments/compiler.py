@@ -441,6 +441,81 @@ def _members_branch(tenant: Tenant, rules: dict, now: datetime, join: bool) -> _
     )
 
 
+def _pure_sms(node: dict) -> bool:
+    """Only SMS data of the number itself (no column of the member): evaluable per number."""
+    return all(
+        c["field"] == "member"
+        or (FIELDS[c["field"]].level == "subscriber" and c["field"] != "timezone")
+        for c in conditions(node)
+    )
+
+
+_NOT_APPLICABLE = object()
+
+
+def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
+    """The members branch with one row per member (no DISTINCT), when the tree is
+    member conditions AND conditions on the numbers alone: the member matches when one of
+    their numbers does, or, having none, when the conditions hold without a number.
+
+    Conditions on numbers become `m.id IN (numbers matching)`, a semi join like a
+    hand-written EXISTS; when having no number would match too, a per-member bool_or of the
+    numbers' answers. Returns _Parts, None (nobody matches) or _NOT_APPLICABLE (conditions
+    mix a member's and a number's data below the top: the (m, s) pairs are needed)."""
+    children = rules["all"] if "all" in rules else [rules]
+    member_part = [c for c in children if not _uses_sms_data(c)]
+    sms_part = {"all": [c for c in children if _uses_sms_data(c)]}
+    if not _pure_sms(sms_part):
+        return _NOT_APPLICABLE
+    outer = _Branch(tenant=tenant, now=now, members=True, with_subscriber=False)
+    member_pred = outer.node({"all": member_part})
+    without_number = outer.node(sms_part)  # constant: no member column in sms_part
+    numbers = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True)
+    per_number = numbers.node(sms_part)
+    if member_pred is False or (per_number is False and without_number is False):
+        return None
+    tenant_id = tenant.pk
+    extra_join, number_pred = Frag(""), True
+    if per_number is False:  # only members without a number
+        number_pred = Frag(
+            "NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id)",
+            (tenant_id,),
+        )
+    elif without_number is False:  # a matching number is needed
+        number_where = _and(
+            [Frag("s.tenant_id = %s AND s.member_id IS NOT NULL", (tenant_id,)), per_number]
+        )
+        joins = numbers.join_sql()
+        number_pred = Frag(
+            f"m.id IN (SELECT s.member_id FROM messaging_subscriber s{joins.sql}"
+            f" WHERE {number_where.sql})",
+            (*joins.params, *number_where.params),
+        )
+    elif per_number is not True:  # a matching number, or none at all
+        joins = numbers.join_sql()
+        extra_join = Frag(
+            f" LEFT JOIN (SELECT s.member_id, bool_or({per_number.sql}) AS matched"
+            f" FROM messaging_subscriber s{joins.sql}"
+            " WHERE s.tenant_id = %s AND s.member_id IS NOT NULL GROUP BY s.member_id) sq"
+            " ON sq.member_id = m.id",
+            (*per_number.params, *joins.params, tenant_id),
+        )
+        number_pred = Frag("COALESCE(sq.matched, TRUE)")
+    pred = _and([member_pred, number_pred])
+    member_joins = outer.join_sql()
+    where = Frag("m.tenant_id = %s", (tenant_id,))
+    if pred is not True:
+        where = Frag(f"{where.sql} AND {pred.sql}", (*where.params, *pred.params))
+    return _Parts(
+        Frag(
+            f"FROM programs_member m{member_joins.sql}{extra_join.sql} WHERE {where.sql}",
+            (*member_joins.params, *extra_join.params, *where.params),
+        ),
+        False,
+    )
+
+
 def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | None:
     branch = _Branch(tenant=tenant, now=now, members=False, with_subscriber=True)
     pred = branch.node(rules)
@@ -462,7 +537,9 @@ def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | 
 def count_sql(tenant: Tenant, rules: dict, now: datetime) -> Compiled:
     """SELECT the number of people matching."""
     parts = []
-    members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
+    members = _members_by_person(tenant, rules, now) if _uses_sms_data(rules) else _NOT_APPLICABLE
+    if members is _NOT_APPLICABLE:
+        members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
     if members is not None:
         counted = "count(DISTINCT m.id)" if members.joined else "count(*)"
         parts.append(
