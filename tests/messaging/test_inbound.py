@@ -5,6 +5,9 @@ is rolled back, and every row of the brand is compared."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -12,12 +15,14 @@ from decimal import Decimal
 
 import psycopg2
 import pytest
+import redis
 from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from loyaltysms.queues import Queue
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import (
     ConsentRecord,
@@ -28,6 +33,7 @@ from messaging.models import (
     Subscriber,
 )
 from messaging.services.inbound import inbound_receive, inbound_receive_general
+from messaging.services.outbound import WAKE_INTERVAL, dispatch_soon
 from messaging.services.setup import (
     messaging_changed,
     messaging_settings_get,
@@ -321,3 +327,37 @@ def test_stop_waits_for_a_send_holding_the_subscriber(alice_brand, phone):
     with tenant_scope(alice_brand.tenant):
         assert Subscriber.objects.get().status == "unsubscribed"
         assert OutboundMessage.objects.filter(source="opt_out").count() == 1
+
+
+def our_wakeups() -> list[bytes]:
+    """The dispatcher wake-ups this process has in the broker (no worker takes them here)."""
+    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    origin = f"gen{os.getpid()}@{socket.gethostname()}"
+    found = []
+    for raw in client.lrange(Queue.DISPATCH.value, 0, -1):
+        headers = json.loads(raw)["headers"]
+        if (
+            headers.get("origin") == origin
+            and headers.get("task") == "messaging.tasks.dispatch_due"
+        ):
+            found.append(raw)
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_queued_texts_wakes_the_dispatcher_at_once_and_once_more():
+    time.sleep(WAKE_INTERVAL + 0.1)  # an earlier test's wake-up is sent and long enough ago
+    before = our_wakeups()
+    began = time.monotonic()
+    for _ in range(50):  # fifty transactions that each queued a text
+        with transaction.atomic():
+            dispatch_soon()
+    assert time.monotonic() - began < WAKE_INTERVAL  # (else the test proves nothing)
+    assert len(our_wakeups()) == len(before) + 1  # the first at once
+    time.sleep(WAKE_INTERVAL + 0.3)
+    # One more for the texts queued after the first wake-up, at the interval's end.
+    after = our_wakeups()
+    assert len(after) == len(before) + 2
+    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    for raw in after[len(before) :]:
+        client.lrem(Queue.DISPATCH.value, 1, raw)
