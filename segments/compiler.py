@@ -80,8 +80,11 @@ def _not(part: Pred) -> Pred:
     return Frag(f"NOT {part.sql}" if part.sql.startswith("(") else f"NOT ({part.sql})", part.params)
 
 
-def _nonnull(sql: str, *params) -> Frag:
-    return Frag(f"COALESCE({sql}, FALSE)", params)
+def _nonnull(column: str, condition: str, *params) -> Frag:
+    """`condition` on a nullable `column`, FALSE (not NULL) where the column is NULL. Written
+    as `column IS NOT NULL AND …` rather than COALESCE(…, FALSE) so that at the top of a tree
+    it stays a plain condition the planner can serve from an index."""
+    return Frag(f"({column} IS NOT NULL AND {condition})", params)
 
 
 def birthday_keys(today: date, days: int) -> list[int]:
@@ -177,10 +180,10 @@ class _Branch:
 
     def _choice(self, column: str, op: str, value) -> Frag:
         if op == "is":
-            return _nonnull(f"{column} = %s", value)
+            return _nonnull(column, f"{column} = %s", value)
         if op == "is_not":
-            return _nonnull(f"{column} <> %s", value)
-        return _nonnull(f"{column} = ANY(%s)", list(value))
+            return _nonnull(column, f"{column} <> %s", value)
+        return _nonnull(column, f"{column} = ANY(%s)", list(value))
 
     def _activity(self, alias: str, op: str, value) -> Pred:
         if not self.with_subscriber:
@@ -197,7 +200,7 @@ class _Branch:
         if op == "never":
             # a record exists (the subscriber or member row) and nothing happened
             return Frag(f"{column} IS NULL")
-        return _nonnull(f"{column} >= %s", cutoff)
+        return _nonnull(column, f"{column} >= %s", cutoff)
 
     # --- the person ---------------------------------------------------------------------
     def _member(self, op, value, node) -> Pred:
@@ -206,10 +209,11 @@ class _Branch:
     # --- loyalty data (only in the members branch) ----------------------------------------
     def _tier(self, op, value, node) -> Pred:
         if op == "is":
-            return _nonnull("m.tier_id = %s", value)
+            return _nonnull("m.tier_id", "m.tier_id = %s", value)
         if op == "is_not":
             return Frag("m.tier_id IS DISTINCT FROM %s", (value,))
         return _nonnull(
+            "m.tier_id",
             "m.tier_id IN (SELECT t.id FROM programs_tier t WHERE t.tenant_id = %s AND "
             "t.threshold >= (SELECT b.threshold FROM programs_tier b "
             "WHERE b.tenant_id = %s AND b.id = %s))",
@@ -228,10 +232,12 @@ class _Branch:
 
     def _birthday(self, op, value, node) -> Pred:
         if op == "in_month":
-            return _nonnull("m.birthday_month = %s", value)
+            return _nonnull("m.birthday_month", "m.birthday_month = %s", value)
         today = self.now.astimezone(zoneinfo.ZoneInfo(self.tenant.timezone)).date()
         return _nonnull(
-            "(m.birthday_month * 100 + m.birthday_day) = ANY(%s)", birthday_keys(today, value)
+            "m.birthday_month",
+            "(m.birthday_month * 100 + m.birthday_day) = ANY(%s)",
+            birthday_keys(today, value),
         )
 
     def _days_since_last_order(self, op, value, node) -> Pred:
@@ -278,7 +284,7 @@ class _Branch:
             return False
         return _and(
             [
-                _nonnull("s.status = %s", SubscriberStatus.SUBSCRIBED.value),
+                _nonnull("s.status", "s.status = %s", SubscriberStatus.SUBSCRIBED.value),
                 self._days_since("s.subscribed_at", op, value),
             ]
         )
@@ -462,7 +468,7 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
     hand-written EXISTS; when having no number would match too, a per-member bool_or of the
     numbers' answers. Returns _Parts, None (nobody matches) or _NOT_APPLICABLE (conditions
     mix a member's and a number's data below the top: the (m, s) pairs are needed)."""
-    children = rules["all"] if "all" in rules else [rules]
+    children = rules.get("all", [rules])
     member_part = [c for c in children if not _uses_sms_data(c)]
     sms_part = {"all": [c for c in children if _uses_sms_data(c)]}
     if not _pure_sms(sms_part):

@@ -6,10 +6,12 @@ never reaches SQL, and then runs the ONE statement segments/compiler.py builds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import Http404
@@ -24,6 +26,17 @@ from segments.models import Segment
 from segments.rules import validate_rules
 
 SAMPLE_MAX = 100
+# A segment query hashes up to a row per member (grouped lots, redemptions, numbers); with the
+# default 4 MB its hashes spill to disk in batches at a million members.
+WORK_MEM = "64MB"
+
+
+@contextmanager
+def _segment_cursor() -> Iterator:
+    """A cursor in a transaction of its own with room for the segment query's hashes."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        yield cursor
 
 
 def rules_checked(tenant: Tenant, rules) -> dict:
@@ -36,7 +49,7 @@ def rules_checked(tenant: Tenant, rules) -> dict:
 def segment_count(tenant: Tenant, rules, *, now: datetime | None = None) -> int:
     """How many people (members, and subscribers who are not members) match."""
     compiled = compiler.count_sql(tenant, rules_checked(tenant, rules), now or timezone.now())
-    with connection.cursor() as cursor:
+    with _segment_cursor() as cursor:
         cursor.execute(compiled.sql, compiled.params)
         return cursor.fetchone()[0]
 
@@ -53,7 +66,7 @@ def segment_sample(
     """Up to `n` matching people, the newest first, for the builder's preview."""
     n = max(0, min(n, SAMPLE_MAX))
     compiled = compiler.people_sql(tenant, rules_checked(tenant, rules), now or timezone.now(), n)
-    with connection.cursor() as cursor:
+    with _segment_cursor() as cursor:
         cursor.execute(compiled.sql, compiled.params)
         rows = cursor.fetchall()
     with tenant_scope(tenant):
