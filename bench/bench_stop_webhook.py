@@ -259,23 +259,27 @@ def verify(tenant, numbers: list[str]) -> list[str]:
     return problems
 
 
-# The product functions a STOP runs through, for the profile's breakdown (file, function).
+# The product functions a STOP runs through, for the profile's breakdown (file, function):
+# the one-statement opt-out, then what the general path (a STOP from a number unsubscribed
+# already, any other text) would show.
 STOP_PATH = (
     ("messaging/webhooks.py", "inbound"),
     ("messaging/webhooks.py", "sender_for_inbound"),
     ("messaging/webhooks.py", "signature_valid"),
     ("messaging/services/inbound.py", "inbound_receive"),
     ("messaging/services/setup.py", "messaging_settings_get"),
-    ("messaging/services/subscribers.py", "subscriber_get_or_create"),
+    ("messaging/services/inbound.py", "opt_out_receive"),
     ("messaging/compliance.py", "place_of"),
+    ("messaging/services/subscribers.py", "opt_out_confirmation"),
+    ("messaging/services/setup.py", "sender_default"),
+    ("messaging/services/inbound.py", "_opt_out_by_text"),
+    ("messaging/services/outbound.py", "_wake_dispatcher"),
+    ("messaging/services/outbound.py", "_publish_wake"),
+    ("messaging/services/inbound.py", "inbound_receive_general"),
+    ("messaging/services/subscribers.py", "subscriber_get_or_create"),
     ("loyaltysms/db.py", "insert_unless_exists"),
     ("messaging/services/subscribers.py", "subscriber_opt_out"),
-    ("messaging/services/subscribers.py", "_record"),
-    ("messaging/services/subscribers.py", "_set_status"),
-    ("programs/services/members.py", "member_set_sms_status"),
     ("messaging/services/outbound.py", "message_create"),
-    ("messaging/services/setup.py", "sender_default"),
-    ("messaging/services/outbound.py", "_wake_dispatcher"),
     ("messaging/services/inbound.py", "_to_inbox"),
 )
 
@@ -291,14 +295,14 @@ def profile_in_process(sender, token: str, first: int, count: int, top: int) -> 
     from django.db import connection
     from django.test import Client
 
-    url = (settings.PUBLIC_BASE_URL or "http://127.0.0.1") + INBOUND
-    requests = iter(stop_requests(sender, token, url, first, count))
+    base = settings.PUBLIC_BASE_URL or "http://127.0.0.1"
+    requests = iter(stop_requests(sender, token, base + INBOUND, first, count))
     client = Client(HTTP_HOST="127.0.0.1")
 
-    def post(n: int) -> None:
+    def post(n: int, path: str = INBOUND, requests=requests) -> None:
         for _ in range(n):
             body, headers = next(requests)
-            response = client.generic("POST", INBOUND, body, content_type=FORM, headers=headers)
+            response = client.generic("POST", path, body, content_type=FORM, headers=headers)
             assert response.status_code == 200, response.content
 
     statements: Counter[str] = Counter()
@@ -319,6 +323,12 @@ def profile_in_process(sender, token: str, first: int, count: int, top: int) -> 
         post(plain)
     wall = (time.perf_counter() - began) / plain * 1000
     cpu = (time.process_time() - cpu) / plain * 1000
+    # The bare view the same way: what any request costs here, for the STOP's own share.
+    bare = iter(stop_requests(sender, token, base + BARE, first + count, plain + 20))
+    post(20, BARE, bare)
+    bare_cpu = time.process_time()
+    post(plain, BARE, bare)
+    bare_cpu = (time.process_time() - bare_cpu) / plain * 1000
     profiled = count - 20 - plain
     profiler = cProfile.Profile()
     profiler.enable()
@@ -327,8 +337,8 @@ def profile_in_process(sender, token: str, first: int, count: int, top: int) -> 
 
     print(f"\nIn-process, {plain} STOPs without a profiler: {wall:.1f} ms wall, {cpu:.1f} ms CPU")
     print(
-        f"(this process) and {in_db[0] / plain * 1000:.1f} ms waiting on SQL a request; "
-        f"{sum(statements.values()) / plain:.0f} statements a request:"
+        f"(this process; the bare view: {bare_cpu:.1f} ms) and {in_db[0] / plain * 1000:.1f} ms "
+        f"waiting on SQL a request; {sum(statements.values()) / plain:.0f} statements a request:"
     )
     for sql, n in statements.most_common():
         print(f"  {n / plain:4.1f}  {sql}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -41,8 +42,15 @@ def signature_valid(request: HttpRequest, sender: Sender, params: dict) -> bool:
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature:
         return False
-    validator = RequestValidator(decrypt(sender.auth_token_encrypted))
-    return validator.validate(public_url(request), params, signature)
+    return _validator(bytes(sender.auth_token_encrypted)).validate(
+        public_url(request), params, signature
+    )
+
+
+@lru_cache(maxsize=256)
+def _validator(auth_token_encrypted: bytes) -> RequestValidator:
+    # Keyed by the stored ciphertext: a new token is a new key, so nothing stale is used.
+    return RequestValidator(decrypt(auth_token_encrypted))
 
 
 def _forbidden(reason: str, request: HttpRequest) -> HttpResponse:

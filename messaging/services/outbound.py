@@ -3,8 +3,11 @@ per dedupe key."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +29,8 @@ from messaging.models import (
     Subscriber,
 )
 from messaging.services.setup import brand_name, messaging_settings_get, sender_default
+
+logger = logging.getLogger(__name__)
 
 CODE_ALPHABET = string.ascii_letters + string.digits
 CODE_LENGTH = 7  # 62^7 ≈ 3.5e12 codes: guessing one is hopeless
@@ -158,15 +163,54 @@ def message_create(
         return message, True
 
 
-def _wake_dispatcher() -> None:
+# Wake-ups are cheap to skip and dear to send (a broker message, ~1-2 ms of CPU): each
+# process sends at most one per WAKE_INTERVAL. A text queued within the interval after a
+# wake-up gets one more at the interval's end (the dispatcher run woken earlier may have
+# looked already), so a text waits at most WAKE_INTERVAL for its wake-up, and beat's run
+# every few seconds catches whatever a process that died in between left.
+WAKE_INTERVAL = 0.5
+_wake_lock = threading.Lock()
+_last_wake = -WAKE_INTERVAL
+_wake_scheduled = False
+
+
+def _publish_wake() -> None:
     from messaging.tasks import dispatch_due
 
     dispatch_due.delay()
 
 
+def _wake_dispatcher() -> None:
+    global _last_wake, _wake_scheduled
+    with _wake_lock:
+        if _wake_scheduled:
+            return  # the one at the interval's end covers this text too
+        wait = _last_wake + WAKE_INTERVAL - time.monotonic()
+        if wait > 0:
+            _wake_scheduled = True
+            timer = threading.Timer(wait, _wake_later)
+            timer.daemon = True
+            timer.start()
+            return
+        _last_wake = time.monotonic()
+    _publish_wake()
+
+
+def _wake_later() -> None:
+    global _last_wake, _wake_scheduled
+    with _wake_lock:
+        _wake_scheduled = False
+        _last_wake = time.monotonic()
+    try:
+        _publish_wake()
+    except Exception:  # no request to fail here; beat's periodic run sends the text
+        logger.exception("dispatcher wake-up not published")
+
+
 def dispatch_soon() -> None:
-    """Wake the dispatcher once the transaction commits: one broker message per transaction,
-    however many texts it queued (the periodic dispatcher run catches anything missed)."""
+    """Wake the dispatcher once the transaction commits: one wake-up per transaction however
+    many texts it queued, and at most one per WAKE_INTERVAL per process (the periodic
+    dispatcher run catches anything missed)."""
     if any(entry[1] is _wake_dispatcher for entry in connection.run_on_commit):
         return
     transaction.on_commit(_wake_dispatcher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from django.db import transaction
 
@@ -20,7 +21,7 @@ from messaging.models import (
     Subscriber,
     SubscriberStatus,
 )
-from messaging.services.outbound import message_create
+from messaging.services.outbound import Rendered, check_template, compose, message_create
 from messaging.services.setup import brand_name, messaging_settings_get
 from programs.models import Member, SmsStatus
 from programs.services.members import member_set_sms_status, member_sms_status_update
@@ -74,22 +75,50 @@ def help_text(brand: str, settings: MessagingSettings) -> str:
     return f"{brand}: {settings.help_text} Reply STOP to cancel. Msg&data rates may apply."
 
 
+def as_template(text: str) -> str:
+    """A fixed text as a template that renders to exactly that text (braces escaped)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@lru_cache(maxsize=1024)
+def opt_out_confirmation(brand: str, smart_encoding: bool) -> Rendered:
+    """The opt-out confirmation as message_create() would queue it (transactional: no footer,
+    no links), counted once per brand: every STOP of a brand gets the same text."""
+    template = as_template(opt_out_confirmation_text(brand))
+    check_template(template)
+    return compose(
+        template,
+        values={"brand": brand},
+        kind=MessageKind.TRANSACTIONAL,
+        settings=MessagingSettings(smart_encoding=smart_encoding),
+        smart_encoding=smart_encoding,
+    )
+
+
+def place_fields(phone: str) -> dict:
+    """What a new subscriber row knows from its number alone: its zone (or the candidates
+    when the number could be in several), its state or province, its country."""
+    place = place_of(phone)
+    return {
+        "timezone": place.zones[0] if len(place.zones) == 1 else "",
+        "timezone_candidates": list(place.zones) if len(place.zones) > 1 else [],
+        "region": place.region,
+        "country": place.country,
+    }
+
+
 def subscriber_get_or_create(
     *, tenant: Tenant, phone: str, source: str, now: datetime, lock: bool = True
 ) -> tuple[Subscriber, bool]:
     """The brand's subscriber row for a number (E.164), created as "none" if new; locked for
     the caller's transaction so concurrent changes to one number queue up."""
     with tenant_scope(tenant):
-        place = place_of(phone)
         subscriber = Subscriber(
             tenant=tenant,
             phone=phone,
             status=SubscriberStatus.NONE,
             source=source,
-            timezone=place.zones[0] if len(place.zones) == 1 else "",
-            timezone_candidates=list(place.zones) if len(place.zones) > 1 else [],
-            region=place.region,
-            country=place.country,
+            **place_fields(phone),
             created_at=now,
             updated_at=now,
         )
@@ -165,7 +194,7 @@ def _text(tenant, subscriber, body, *, source, ref, now) -> None:
     message_create(
         tenant=tenant,
         subscriber=subscriber,
-        template=body.replace("{", "{{").replace("}", "}}"),
+        template=as_template(body),
         kind=MessageKind.TRANSACTIONAL,
         source=source,
         dedupe_key=f"{source}:{subscriber.pk}:{ref}",

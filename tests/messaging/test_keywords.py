@@ -108,6 +108,24 @@ def test_opt_out_survives_any_padding_and_case(keyword, padding, lower):
     assert classify(padding + word + padding[::-1]) == Intent.OPT_OUT
 
 
+# Texts near every rule: keywords, their look-alikes, confirmations and free text.
+NEAR_RULES = st.one_of(
+    st.sampled_from(OPT_OUT + OPT_IN + HELP + ["Y", "y.", "YES", "vip", "JOIN"]),
+    st.sampled_from(["stop texting me", "no more texts", "remove me", "yes stop", "y stop"]),
+    st.text(alphabet="stopyesSTOPYES .!-'", max_size=12),
+    st.text(max_size=30),
+)
+
+
+@given(NEAR_RULES, st.lists(st.sampled_from(["VIP", "JOIN", "Y", "STOPNOW"]), max_size=2))
+def test_a_pending_opt_in_never_decides_whether_a_text_is_an_opt_out(text, join_keywords):
+    # The webhook classifies an opt-out before reading the subscriber (one statement for a
+    # STOP): that is only right if being pending can't make or unmake one.
+    pending = classify(text, join_keywords=join_keywords, pending=True)
+    not_pending = classify(text, join_keywords=join_keywords, pending=False)
+    assert (pending == Intent.OPT_OUT) == (not_pending == Intent.OPT_OUT)
+
+
 def subscriber_of(phone) -> Subscriber:
     with tenant_scope(phone.sender.tenant):
         return Subscriber.objects.get(phone=phone.number)

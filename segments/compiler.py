@@ -1,0 +1,625 @@
+# ruff: noqa: S608 - SQL assembled from the constants in this module; values are parameters
+"""A validated rule tree → one SQL statement with parameters.
+
+The people a segment selects from (see segments/rules.py) are two disjoint sets, so the SQL
+has two branches:
+
+  members      programs_member m, LEFT JOIN each subscriber row linked to it (s) only when a
+               condition reads SMS data; a member with two numbers is two (m, s) pairs, and
+               matches when either pair does (counted once: count(DISTINCT m.id)).
+  subscribers  messaging_subscriber s with no member; conditions on loyalty data are FALSE
+               there, so a tree that needs a member folds the whole branch away.
+
+Every condition compiles to a predicate that is never NULL (TRUE or FALSE, so `not` is plain
+negation), or to a constant that folds through its groups. Conditions over other tables
+(expiring lots, redemptions, clicks, texts, replies) each become ONE grouped derived table
+per table, LEFT JOINed on the member or subscriber, with the widest window any condition
+needs; the conditions then compare its columns. Joins plan as hash joins however the
+conditions nest under OR and NOT, where EXISTS and IN would become per-row subplans.
+
+Scoping: this is raw SQL, outside the tenant-scoped managers, so every table in it carries
+`tenant_id = %s` with the brand's id. Identifiers come from the constants here; every value
+is a parameter.
+"""
+
+from __future__ import annotations
+
+import calendar
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from loyaltysms.models import Tenant
+from messaging.models import InboundKind, MessageStatus, SubscriberStatus
+from programs.models import RedemptionStatus
+from segments.rules import FIELDS, conditions
+
+DAY = timedelta(days=1)
+RECEIVED_STATUSES = [MessageStatus.SENT.value, MessageStatus.DELIVERED.value]
+CMP_SQL = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+@dataclass(frozen=True)
+class Frag:
+    sql: str
+    params: tuple = ()
+
+
+Pred = Frag | bool
+
+
+def _and(parts: list[Pred]) -> Pred:
+    if any(part is False for part in parts):
+        return False
+    frags = [part for part in parts if part is not True]
+    if not frags:
+        return True
+    if len(frags) == 1:
+        return frags[0]
+    return Frag(
+        "(" + " AND ".join(f.sql for f in frags) + ")", tuple(p for f in frags for p in f.params)
+    )
+
+
+def _or(parts: list[Pred]) -> Pred:
+    if any(part is True for part in parts):
+        return True
+    frags = [part for part in parts if part is not False]
+    if not frags:
+        return False
+    if len(frags) == 1:
+        return frags[0]
+    return Frag(
+        "(" + " OR ".join(f.sql for f in frags) + ")", tuple(p for f in frags for p in f.params)
+    )
+
+
+def _not(part: Pred) -> Pred:
+    if isinstance(part, bool):
+        return not part
+    return Frag(f"NOT {part.sql}" if part.sql.startswith("(") else f"NOT ({part.sql})", part.params)
+
+
+def _nonnull(column: str, condition: str, *params) -> Frag:
+    """`condition` on a nullable `column`, FALSE (not NULL) where the column is NULL. Written
+    as `column IS NOT NULL AND …` rather than COALESCE(…, FALSE) so that at the top of a tree
+    it stays a plain condition the planner can serve from an index."""
+    return Frag(f"({column} IS NOT NULL AND {condition})", params)
+
+
+def birthday_keys(today: date, days: int) -> list[int]:
+    """month * 100 + day of every birthday celebrated from today to today + days: a 29
+    February birthday is celebrated on 28 February in other years (as the bonus sweep does)."""
+    keys = set()
+    for offset in range(min(days, 366) + 1):
+        day = today + timedelta(days=offset)
+        keys.add(day.month * 100 + day.day)
+        if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+            keys.add(229)
+    return sorted(keys)
+
+
+@dataclass
+class _Joins:
+    """The derived tables a branch needs, filled while its conditions compile."""
+
+    expiring_days: dict[int, str] = field(default_factory=dict)  # days → column
+    redeemed: bool = False
+    redeemed_since: datetime | None = None  # None with `redeemed`: all history
+    activity: dict[str, datetime | None] = field(default_factory=dict)  # c/o/i → since
+    received_kinds: dict[str | None, str] = field(default_factory=dict)  # kind → column
+
+    def widen(self, current: datetime | None, cutoff: datetime | None, first: bool):
+        if first:
+            return cutoff
+        if current is None or cutoff is None:
+            return None
+        return min(current, cutoff)
+
+
+@dataclass
+class Compiled:
+    sql: str
+    params: tuple
+
+
+class _Branch:
+    def __init__(self, *, tenant: Tenant, now: datetime, members: bool, with_subscriber: bool):
+        self.tenant = tenant
+        self.now = now
+        self.members = members  # m present (the members branch)
+        self.with_subscriber = with_subscriber  # s present
+        self.joins = _Joins()
+
+    # --- the tree -----------------------------------------------------------------------
+    def node(self, node: dict) -> Pred:
+        if "all" in node:
+            return _and([self.node(item) for item in node["all"]])
+        if "any" in node:
+            return _or([self.node(item) for item in node["any"]])
+        if "not" in node:
+            return _not(self.node(node["not"]))
+        return self.condition(node)
+
+    def condition(self, node: dict) -> Pred:
+        name = node["field"]
+        level = FIELDS[name].level
+        if level == "member" and not self.members:
+            return False
+        return getattr(self, f"_{name}")(node["op"], node.get("value"), node)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _since(self, days: int) -> datetime:
+        return self.now - days * DAY
+
+    @staticmethod
+    def _compare(column: str, op: str, value) -> Frag:
+        if op == "between":
+            return Frag(f"{column} BETWEEN %s AND %s", (value[0], value[1]))
+        return Frag(f"{column} {CMP_SQL[op]} %s", (value,))
+
+    def _days_since(self, column: str, op: str, value) -> Pred:
+        """Whole days elapsed since `column` (NULL: never matches), as index-friendly bounds:
+        days ≥ n ⇔ column ≤ now - n days; days < n ⇔ column > now - n days."""
+        if op == "between":
+            low, high = value
+        else:
+            low, high = {
+                "eq": (value, value),
+                "gt": (value + 1, None),
+                "gte": (value, None),
+                "lt": (None, value - 1),
+                "lte": (None, value),
+            }[op]
+        parts = [Frag(f"{column} IS NOT NULL")]
+        if low is not None:
+            parts.append(Frag(f"{column} <= %s", (self._since(low),)))
+        if high is not None:
+            parts.append(Frag(f"{column} > %s", (self._since(high + 1),)))
+        return _and(parts)
+
+    def _choice(self, column: str, op: str, value) -> Frag:
+        if op == "is":
+            return _nonnull(column, f"{column} = %s", value)
+        if op == "is_not":
+            return _nonnull(column, f"{column} <> %s", value)
+        return _nonnull(column, f"{column} = ANY(%s)", list(value))
+
+    def _activity(self, alias: str, op: str, value) -> Pred:
+        if not self.with_subscriber:
+            return False
+        cutoff = self._since(value) if op == "within_days" else None
+        first = alias not in self.joins.activity
+        self.joins.activity[alias] = self.joins.widen(self.joins.activity.get(alias), cutoff, first)
+        return self._activity_leaf(f"{alias}.last_at", op, cutoff)
+
+    @staticmethod
+    def _activity_leaf(column: str, op: str, cutoff: datetime | None) -> Pred:
+        if op == "ever":
+            return Frag(f"{column} IS NOT NULL")
+        if op == "never":
+            # a record exists (the subscriber or member row) and nothing happened
+            return Frag(f"{column} IS NULL")
+        return _nonnull(column, f"{column} >= %s", cutoff)
+
+    # --- the person ---------------------------------------------------------------------
+    def _member(self, op, value, node) -> Pred:
+        return value is self.members
+
+    # --- loyalty data (only in the members branch) ----------------------------------------
+    def _tier(self, op, value, node) -> Pred:
+        if op == "is":
+            return _nonnull("m.tier_id", "m.tier_id = %s", value)
+        if op == "is_not":
+            return Frag("m.tier_id IS DISTINCT FROM %s", (value,))
+        return _nonnull(
+            "m.tier_id",
+            "m.tier_id IN (SELECT t.id FROM programs_tier t WHERE t.tenant_id = %s AND "
+            "t.threshold >= (SELECT b.threshold FROM programs_tier b "
+            "WHERE b.tenant_id = %s AND b.id = %s))",
+            self.tenant.pk,
+            self.tenant.pk,
+            value,
+        )
+
+    def _points_balance(self, op, value, node) -> Pred:
+        return self._compare("m.points_balance", op, value)
+
+    def _points_expiring(self, op, value, node) -> Pred:
+        days = node["days"]
+        column = self.joins.expiring_days.setdefault(days, f"d{len(self.joins.expiring_days)}")
+        return self._compare(f"COALESCE(x.{column}, 0)", op, value)
+
+    def _birthday(self, op, value, node) -> Pred:
+        if op == "in_month":
+            return _nonnull("m.birthday_month", "m.birthday_month = %s", value)
+        today = self.now.astimezone(zoneinfo.ZoneInfo(self.tenant.timezone)).date()
+        return _nonnull(
+            "m.birthday_month",
+            "(m.birthday_month * 100 + m.birthday_day) = ANY(%s)",
+            birthday_keys(today, value),
+        )
+
+    def _days_since_last_order(self, op, value, node) -> Pred:
+        return self._days_since("m.last_order_at", op, value)
+
+    def _orders_count(self, op, value, node) -> Pred:
+        return self._compare("m.orders_count", op, value)
+
+    def _lifetime_spend(self, op, value, node) -> Pred:
+        return self._compare("m.lifetime_spend", op, value)
+
+    def _redeemed(self, op, value, node) -> Pred:
+        cutoff = self._since(value) if op == "within_days" else None
+        first = not self.joins.redeemed
+        self.joins.redeemed = True
+        self.joins.redeemed_since = self.joins.widen(self.joins.redeemed_since, cutoff, first)
+        return self._activity_leaf("r.last_at", op, cutoff)
+
+    def _tags(self, op, value, node) -> Pred:
+        if op == "has":
+            return Frag("m.tags @> %s::varchar(64)[]", ([value],))
+        if op == "has_all":
+            return Frag("m.tags @> %s::varchar(64)[]", (list(value),))
+        return Frag("m.tags && %s::varchar(64)[]", (list(value),))
+
+    # --- SMS data -------------------------------------------------------------------------
+    def _sms_status(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            status = SubscriberStatus.NONE.value
+            if op == "is":
+                return value == status
+            if op == "is_not":
+                return value != status
+            return status in value
+        return self._choice(f"COALESCE(s.status, '{SubscriberStatus.NONE.value}')", op, value)
+
+    def _subscription_source(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            return False
+        return self._choice("s.source", op, value)
+
+    def _subscribed_days(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            return False
+        return _and(
+            [
+                _nonnull("s.status", "s.status = %s", SubscriberStatus.SUBSCRIBED.value),
+                self._days_since("s.subscribed_at", op, value),
+            ]
+        )
+
+    def _clicked(self, op, value, node) -> Pred:
+        return _and([self._has_number(), self._activity("c", op, value)])
+
+    def _received(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            return False
+        kind = node.get("kind")
+        column = self.joins.received_kinds.setdefault(kind, f"last_{kind}" if kind else "last_at")
+        cutoff = self._since(value) if op == "within_days" else None
+        first = "o" not in self.joins.activity
+        self.joins.activity["o"] = self.joins.widen(self.joins.activity.get("o"), cutoff, first)
+        return _and([self._has_number(), self._activity_leaf(f"o.{column}", op, cutoff)])
+
+    def _replied(self, op, value, node) -> Pred:
+        return _and([self._has_number(), self._activity("i", op, value)])
+
+    def _has_number(self) -> Pred:
+        if not self.with_subscriber:
+            return False
+        return Frag("s.id IS NOT NULL") if self.members else True
+
+    def _country(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            return False
+        return self._choice("s.country", op, value)
+
+    def _state(self, op, value, node) -> Pred:
+        if not self.with_subscriber:
+            return False
+        return self._choice("s.region", op, value)
+
+    def _timezone(self, op, value, node) -> Pred:
+        if self.members and self.with_subscriber:
+            zone = "COALESCE(NULLIF(s.timezone, ''), m.timezone)"
+        elif self.members:
+            zone = "m.timezone"
+        else:
+            zone = "s.timezone"
+        return self._choice(zone, op, value)
+
+    # --- the derived tables ---------------------------------------------------------------
+    def join_sql(self) -> Frag:
+        tenant = self.tenant.pk
+        parts: list[Frag] = []
+        joins = self.joins
+        if joins.expiring_days:
+            columns = ", ".join(
+                f"SUM(l.remaining) FILTER (WHERE l.expires_at <= %s) AS {column}"
+                for column in joins.expiring_days.values()
+            )
+            until = [self.now + days * DAY for days in joins.expiring_days]
+            parts.append(
+                Frag(
+                    f" LEFT JOIN (SELECT l.member_id, {columns} FROM programs_pointslot l"
+                    " WHERE l.tenant_id = %s AND l.remaining > 0 AND l.matured"
+                    " AND l.expires_at > %s AND l.expires_at <= %s"
+                    " GROUP BY l.member_id) x ON x.member_id = m.id",
+                    (*until, tenant, self.now, max(until)),
+                )
+            )
+        if joins.redeemed:
+            since, params = "", ()
+            if joins.redeemed_since is not None:
+                since, params = " AND created_at >= %s", (joins.redeemed_since,)
+            parts.append(
+                Frag(
+                    " LEFT JOIN (SELECT member_id, MAX(created_at) AS last_at"
+                    " FROM programs_redemption WHERE tenant_id = %s AND status <> %s"
+                    f"{since} GROUP BY member_id) r ON r.member_id = m.id",
+                    (tenant, RedemptionStatus.CANCELLED.value, *params),
+                )
+            )
+        for alias, since in joins.activity.items():
+            parts.append(self._activity_join(alias, since))
+        return Frag("".join(p.sql for p in parts), tuple(x for p in parts for x in p.params))
+
+    def _activity_join(self, alias: str, since: datetime | None) -> Frag:
+        tenant = self.tenant.pk
+        if alias == "c":
+            table, at, where, params = (
+                "messaging_shortlink",
+                "first_clicked_at",
+                "first_clicked_at IS NOT NULL",
+                (),
+            )
+            columns, column_params = f"MAX({at}) AS last_at", ()
+        elif alias == "i":
+            table, at, where, params = (
+                "messaging_inboundmessage",
+                "created_at",
+                "kind = %s",
+                (InboundKind.REPLY.value,),
+            )
+            columns, column_params = f"MAX({at}) AS last_at", ()
+        else:
+            table, at, where, params = (
+                "messaging_outboundmessage",
+                "sent_at",
+                "status = ANY(%s) AND sent_at IS NOT NULL",
+                (RECEIVED_STATUSES,),
+            )
+            pieces, column_params = [], []
+            for kind, column in self.joins.received_kinds.items():
+                if kind is None:
+                    pieces.append(f"MAX(sent_at) AS {column}")
+                else:
+                    pieces.append(f"MAX(sent_at) FILTER (WHERE kind = %s) AS {column}")
+                    column_params.append(kind)
+            columns, column_params = ", ".join(pieces), tuple(column_params)
+        if since is not None:
+            where += f" AND {at} >= %s"
+            params = (*params, since)
+        return Frag(
+            f" LEFT JOIN (SELECT subscriber_id, {columns} FROM {table}"
+            f" WHERE tenant_id = %s AND {where} GROUP BY subscriber_id) {alias}"
+            f" ON {alias}.subscriber_id = s.id",
+            (*column_params, tenant, *params),
+        )
+
+
+def _uses_sms_data(rules: dict) -> bool:
+    return any(FIELDS[c["field"]].level == "subscriber" for c in conditions(rules))
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """One branch's FROM … WHERE, or None when its predicate is constant FALSE."""
+
+    from_where: Frag
+    joined: bool
+
+
+def _members_branch(tenant: Tenant, rules: dict, now: datetime, join: bool) -> _Parts | None:
+    branch = _Branch(tenant=tenant, now=now, members=True, with_subscriber=join)
+    pred = branch.node(rules)
+    if pred is False:
+        return None
+    joins = branch.join_sql()
+    subscriber = (
+        Frag(
+            " LEFT JOIN messaging_subscriber s ON s.tenant_id = %s AND s.member_id = m.id",
+            (tenant.pk,),
+        )
+        if join
+        else Frag("")
+    )
+    where = Frag("m.tenant_id = %s", (tenant.pk,))
+    if pred is not True:
+        where = Frag(f"{where.sql} AND {pred.sql}", (*where.params, *pred.params))
+    return _Parts(
+        Frag(
+            f"FROM programs_member m{subscriber.sql}{joins.sql} WHERE {where.sql}",
+            (*subscriber.params, *joins.params, *where.params),
+        ),
+        join,
+    )
+
+
+def _pure_sms(node: dict) -> bool:
+    """Only SMS data of the number itself (no column of the member): evaluable per number."""
+    return all(
+        c["field"] == "member"
+        or (FIELDS[c["field"]].level == "subscriber" and c["field"] != "timezone")
+        for c in conditions(node)
+    )
+
+
+_NOT_APPLICABLE = object()
+
+
+def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
+    """The members branch with one row per member (no DISTINCT), when the tree is
+    member conditions AND conditions on the numbers alone: the member matches when one of
+    their numbers does, or, having none, when the conditions hold without a number.
+
+    Conditions on numbers become `m.id IN (numbers matching)`, a semi join like a
+    hand-written EXISTS; when having no number would match too, a per-member bool_or of the
+    numbers' answers. Returns _Parts, None (nobody matches) or _NOT_APPLICABLE (conditions
+    mix a member's and a number's data below the top: the (m, s) pairs are needed)."""
+    children = rules.get("all", [rules])
+    member_part = [c for c in children if not _uses_sms_data(c)]
+    sms_part = {"all": [c for c in children if _uses_sms_data(c)]}
+    if not _pure_sms(sms_part):
+        return _NOT_APPLICABLE
+    outer = _Branch(tenant=tenant, now=now, members=True, with_subscriber=False)
+    member_pred = outer.node({"all": member_part})
+    without_number = outer.node(sms_part)  # constant: no member column in sms_part
+    numbers = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True)
+    per_number = numbers.node(sms_part)
+    if member_pred is False or (per_number is False and without_number is False):
+        return None
+    tenant_id = tenant.pk
+    extra_join, number_pred = Frag(""), True
+    if per_number is False:  # only members without a number
+        number_pred = Frag(
+            "NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id)",
+            (tenant_id,),
+        )
+    elif without_number is False:  # a matching number is needed
+        number_where = _and(
+            [Frag("s.tenant_id = %s AND s.member_id IS NOT NULL", (tenant_id,)), per_number]
+        )
+        joins = numbers.join_sql()
+        number_pred = Frag(
+            f"m.id IN (SELECT s.member_id FROM messaging_subscriber s{joins.sql}"
+            f" WHERE {number_where.sql})",
+            (*joins.params, *number_where.params),
+        )
+    elif per_number is not True:  # a matching number, or none at all
+        joins = numbers.join_sql()
+        extra_join = Frag(
+            f" LEFT JOIN (SELECT s.member_id, bool_or({per_number.sql}) AS matched"
+            f" FROM messaging_subscriber s{joins.sql}"
+            " WHERE s.tenant_id = %s AND s.member_id IS NOT NULL GROUP BY s.member_id) sq"
+            " ON sq.member_id = m.id",
+            (*per_number.params, *joins.params, tenant_id),
+        )
+        number_pred = Frag("COALESCE(sq.matched, TRUE)")
+    pred = _and([member_pred, number_pred])
+    member_joins = outer.join_sql()
+    where = Frag("m.tenant_id = %s", (tenant_id,))
+    if pred is not True:
+        where = Frag(f"{where.sql} AND {pred.sql}", (*where.params, *pred.params))
+    return _Parts(
+        Frag(
+            f"FROM programs_member m{member_joins.sql}{extra_join.sql} WHERE {where.sql}",
+            (*member_joins.params, *extra_join.params, *where.params),
+        ),
+        False,
+    )
+
+
+def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | None:
+    branch = _Branch(tenant=tenant, now=now, members=False, with_subscriber=True)
+    pred = branch.node(rules)
+    if pred is False:
+        return None
+    joins = branch.join_sql()
+    where = Frag("s.tenant_id = %s AND s.member_id IS NULL", (tenant.pk,))
+    if pred is not True:
+        where = Frag(f"{where.sql} AND {pred.sql}", (*where.params, *pred.params))
+    return _Parts(
+        Frag(
+            f"FROM messaging_subscriber s{joins.sql} WHERE {where.sql}",
+            (*joins.params, *where.params),
+        ),
+        True,
+    )
+
+
+def count_sql(tenant: Tenant, rules: dict, now: datetime) -> Compiled:
+    """SELECT the number of people matching."""
+    parts = []
+    members = _members_by_person(tenant, rules, now) if _uses_sms_data(rules) else _NOT_APPLICABLE
+    if members is _NOT_APPLICABLE:
+        members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
+    if members is not None:
+        counted = "count(DISTINCT m.id)" if members.joined else "count(*)"
+        parts.append(
+            Frag(f"(SELECT {counted} {members.from_where.sql})", members.from_where.params)
+        )
+    subscribers = _subscribers_branch(tenant, rules, now)
+    if subscribers is not None:
+        parts.append(
+            Frag(f"(SELECT count(*) {subscribers.from_where.sql})", subscribers.from_where.params)
+        )
+    if not parts:
+        return Compiled("SELECT 0", ())
+    return Compiled(
+        "SELECT " + " + ".join(p.sql for p in parts), tuple(x for p in parts for x in p.params)
+    )
+
+
+def people_sql(tenant: Tenant, rules: dict, now: datetime, limit: int) -> Compiled:
+    """SELECT member_id, subscriber_id of up to `limit` matching people, newest first (a member
+    with several matching numbers once, with the lowest of them)."""
+    parts = []
+    members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
+    if members is not None:
+        number = "s.id" if members.joined else "NULL::bigint"
+        parts.append(
+            Frag(
+                f"(SELECT DISTINCT ON (m.id) m.id AS member_id, {number} AS subscriber_id,"
+                f" m.created_at AS at {members.from_where.sql} ORDER BY m.id, {number})",
+                members.from_where.params,
+            )
+        )
+    subscribers = _subscribers_branch(tenant, rules, now)
+    if subscribers is not None:
+        parts.append(
+            Frag(
+                "(SELECT NULL::bigint AS member_id, s.id AS subscriber_id, s.created_at AS at "
+                f"{subscribers.from_where.sql})",
+                subscribers.from_where.params,
+            )
+        )
+    if not parts:
+        return Compiled("SELECT NULL::bigint, NULL::bigint WHERE FALSE", ())
+    union = " UNION ALL ".join(p.sql for p in parts)
+    return Compiled(
+        f"SELECT member_id, subscriber_id FROM ({union}) people"
+        " ORDER BY at DESC, member_id DESC NULLS LAST, subscriber_id DESC LIMIT %s",
+        (*(x for p in parts for x in p.params), limit),
+    )
+
+
+def subscriber_ids_sql(
+    tenant: Tenant, rules: dict, now: datetime, *, subscribed_only: bool
+) -> Compiled:
+    """SELECT id of every subscriber row (number) matching; each row at most once (a number
+    belongs to one member at most, and the branches are disjoint). With `subscribed_only`,
+    only numbers whose status is subscribed now (campaigns check again at dispatch)."""
+    if subscribed_only:
+        rules = {"all": [rules, {"field": "sms_status", "op": "is", "value": "subscribed"}]}
+    parts = []
+    members = _members_branch(tenant, rules, now, join=True)
+    if members is not None:
+        parts.append(
+            Frag(
+                f"SELECT s.id {members.from_where.sql} AND s.id IS NOT NULL",
+                members.from_where.params,
+            )
+        )
+    subscribers = _subscribers_branch(tenant, rules, now)
+    if subscribers is not None:
+        parts.append(
+            Frag(f"SELECT s.id {subscribers.from_where.sql}", subscribers.from_where.params)
+        )
+    if not parts:
+        return Compiled("SELECT NULL::bigint WHERE FALSE", ())
+    return Compiled(
+        " UNION ALL ".join(p.sql for p in parts), tuple(x for p in parts for x in p.params)
+    )
