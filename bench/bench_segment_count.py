@@ -173,17 +173,18 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print both plans once")
+    parser.add_argument("--only", default="", help="the segments whose name contains this")
     args = parser.parse_args()
 
     harness.setup_django(DB_NAME)
-    from django.db import connection
+    from django.db import connection, transaction
 
     from loyaltysms.services import tenant_create
     from loyaltysms.tenancy.context import tenant_scope
     from programs.services import program as program_services
     from segments import compiler
     from segments.rules import validate_rules
-    from segments.selectors import segment_count
+    from segments.selectors import WORK_MEM, segment_count
 
     with harness.bench_database(DB_NAME):
         tenant = tenant_create(
@@ -263,11 +264,15 @@ def main() -> int:
         )
         verdicts = []
         for name, rules, sql, params in segments(tiers, tenant.pk, now):
+            if args.only and args.only not in name:
+                continue
             if args.explain:
                 compiled = compiler.count_sql(tenant, validate_rules(rules), now)
                 plans = (("ours", compiled.sql, compiled.params), ("hand", sql, params))
                 for label, q, p in plans:
-                    with connection.cursor() as cursor:
+                    with transaction.atomic(), connection.cursor() as cursor:
+                        if label == "ours":  # as segment_count runs it
+                            cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
                         cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q, p)
                         print(f"--- {name}: {label}")
                         print("\n".join(row[0] for row in cursor.fetchall()))

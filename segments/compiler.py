@@ -35,6 +35,8 @@ from programs.models import RedemptionStatus
 from segments.rules import FIELDS, conditions
 
 DAY = timedelta(days=1)
+# Columns of messaging_subscriber that are NOT NULL.
+PLAIN_SUBSCRIBER_COLUMNS = {"s.status", "s.source", "s.country", "s.region", "s.timezone"}
 RECEIVED_STATUSES = [MessageStatus.SENT.value, MessageStatus.DELIVERED.value]
 CMP_SQL = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
@@ -124,11 +126,23 @@ class Compiled:
 
 
 class _Branch:
-    def __init__(self, *, tenant: Tenant, now: datetime, members: bool, with_subscriber: bool):
+    def __init__(
+        self,
+        *,
+        tenant: Tenant,
+        now: datetime,
+        members: bool,
+        with_subscriber: bool,
+        certain: bool = False,
+    ):
         self.tenant = tenant
         self.now = now
         self.members = members  # m present (the members branch)
         self.with_subscriber = with_subscriber  # s present
+        # s is a row for sure (not the NULL side of a LEFT JOIN): its NOT NULL columns are
+        # compared plainly, which keeps the planner's estimates (and plans) those of a
+        # hand-written query.
+        self.subscriber_certain = with_subscriber and (certain or not members)
         self.joins = _Joins()
 
     # --- the tree -----------------------------------------------------------------------
@@ -179,11 +193,21 @@ class _Branch:
         return _and(parts)
 
     def _choice(self, column: str, op: str, value) -> Frag:
+        if self.subscriber_certain and column in PLAIN_SUBSCRIBER_COLUMNS:
+            return self._compare_plain(column, op, value)
         if op == "is":
             return _nonnull(column, f"{column} = %s", value)
         if op == "is_not":
             return _nonnull(column, f"{column} <> %s", value)
         return _nonnull(column, f"{column} = ANY(%s)", list(value))
+
+    @staticmethod
+    def _compare_plain(column: str, op: str, value) -> Frag:
+        if op == "is":
+            return Frag(f"{column} = %s", (value,))
+        if op == "is_not":
+            return Frag(f"{column} <> %s", (value,))
+        return Frag(f"{column} = ANY(%s)", (list(value),))
 
     def _activity(self, alias: str, op: str, value) -> Pred:
         if not self.with_subscriber:
@@ -272,6 +296,8 @@ class _Branch:
             if op == "is_not":
                 return value != status
             return status in value
+        if self.subscriber_certain:
+            return self._choice("s.status", op, value)
         return self._choice(f"COALESCE(s.status, '{SubscriberStatus.NONE.value}')", op, value)
 
     def _subscription_source(self, op, value, node) -> Pred:
@@ -308,7 +334,7 @@ class _Branch:
     def _has_number(self) -> Pred:
         if not self.with_subscriber:
             return False
-        return Frag("s.id IS NOT NULL") if self.members else True
+        return True if self.subscriber_certain else Frag("s.id IS NOT NULL")
 
     def _country(self, op, value, node) -> Pred:
         if not self.with_subscriber:
@@ -476,7 +502,7 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
     outer = _Branch(tenant=tenant, now=now, members=True, with_subscriber=False)
     member_pred = outer.node({"all": member_part})
     without_number = outer.node(sms_part)  # constant: no member column in sms_part
-    numbers = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True)
+    numbers = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True, certain=True)
     per_number = numbers.node(sms_part)
     if member_pred is False or (per_number is False and without_number is False):
         return None
@@ -523,7 +549,7 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
 
 
 def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | None:
-    branch = _Branch(tenant=tenant, now=now, members=False, with_subscriber=True)
+    branch = _Branch(tenant=tenant, now=now, members=False, with_subscriber=True, certain=True)
     pred = branch.node(rules)
     if pred is False:
         return None
