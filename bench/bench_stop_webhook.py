@@ -161,11 +161,12 @@ def stop_requests(sender, token: str, url: str, first: int, count: int) -> list[
 
 
 class CpuMeter:
-    """CPU seconds of this process (the load generator), of the server's processes, and of
-    the whole machine, over the measured phases only."""
+    """CPU seconds of this process (the load generator), of the server's processes, of the
+    PostgreSQL backends serving the benchmark's database, and of the whole machine, over the
+    measured phases only."""
 
     def __init__(self):
-        self.client = self.server = self.busy = self.wall = 0.0
+        self.client = self.server = self.database = self.busy = self.wall = 0.0
 
     @staticmethod
     def _server_cpu() -> float:
@@ -178,20 +179,38 @@ class CpuMeter:
                 pass
         return total
 
+    @staticmethod
+    def _backends() -> dict[int, float]:
+        """CPU so far of each backend connected to our database ("postgres: user db …"). A
+        backend that exits within a phase (a connection past its max age) is not counted:
+        the figure is a lower bound."""
+        found = {}
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = process.info["cmdline"] or []
+            if cmdline and cmdline[0].startswith("postgres:") and DB_NAME in cmdline[0]:
+                try:
+                    times = process.cpu_times()
+                    found[process.pid] = times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+        return found
+
     def __enter__(self):
         self._start = (
             time.process_time(),
             self._server_cpu(),
+            self._backends(),
             psutil.cpu_times(),
             time.monotonic(),
         )
         return self
 
     def __exit__(self, *exc_info):
-        client, server, machine, wall = self._start
+        client, server, backends, machine, wall = self._start
         now = psutil.cpu_times()
         self.client += time.process_time() - client
         self.server += self._server_cpu() - server
+        self.database += sum(cpu - backends.get(pid, 0.0) for pid, cpu in self._backends().items())
         self.busy += (sum(now) - now.idle - now.iowait) - (
             sum(machine) - machine.idle - machine.iowait
         )
@@ -590,7 +609,9 @@ def main() -> int:
         print(
             f"  {name:<5} load generator {meter.client / share:5.1%}   gunicorn "
             f"{meter.server / share:5.1%} ({meter.server / result.requests * 1000:.1f} ms a "
-            f"request)   whole machine {meter.busy / share:5.1%}"
+            f"request)   PostgreSQL {meter.database / share:5.1%} "
+            f"({meter.database / result.requests * 1000:.1f} ms)   whole machine "
+            f"{meter.busy / share:5.1%}"
         )
     found = "; ".join(problems) or "each unsubscribed, 1 opt-out consent row, 1 reply queued"
     print(f"check: {sent:,} numbers sent STOP → {found}")
