@@ -179,9 +179,11 @@ E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # when its WHERE leaves the row as it is, so a STOP waits for a send in progress (the
 # dispatcher holds the row FOR SHARE across each carrier call) and two texts from one number
 # queue up; the WHERE then sees the row as the other transaction left it, so an opt-out is
-# confirmed once. A new number is inserted as the general path leaves it (status "none",
-# then unsubscribed): unsubscribed, with its place, its member and its inbox fields.
-# Every read is scoped by %(tenant)s; every value is a parameter.
+# confirmed once. (A MessageSid delivered twice at once comes from one number: the second
+# delivery waits on that row too, then finds it unsubscribed.) A new number is inserted as the
+# general path leaves it (status "none", then unsubscribed): unsubscribed, with its place,
+# its member and its inbox fields. Every read is scoped by %(tenant)s; every value is a
+# parameter.
 OPT_OUT_BY_TEXT = """
 WITH member AS (
     SELECT id FROM programs_member
