@@ -1,0 +1,1 @@
+"""Writes of the automations app (campaigns now; flows later)."""
