@@ -10,7 +10,7 @@ from datetime import date, time, timedelta
 import pytest
 from django.http import Http404
 
-from automations.models import CampaignStatus, RecipientGroup
+from automations.models import Campaign, CampaignStatus, RecipientGroup
 from automations.selectors import campaign_progress, get_campaign
 from automations.services.campaigns import (
     CampaignInvalid,
@@ -98,11 +98,18 @@ def test_the_outsiders_numbers_are_never_in_the_audience(audience, charlie_brand
 def test_launching_twice_creates_each_text_once(audience):
     campaign = make_campaign(audience)
     assert campaign_launch(campaign=campaign, now=NOON, chunk=5)
-    campaign.status = CampaignStatus.SENDING  # as a redelivered task would find it
+    # As a redelivered task finds it when the worker died after its last chunk, before the
+    # campaign was marked sent (acks_late: the broker hands the task out again).
+    with tenant_scope(audience.tenant):
+        Campaign.objects.filter(pk=campaign.pk).update(
+            status=CampaignStatus.SENDING, finished_at=None
+        )
     assert campaign_launch(campaign=campaign, now=NOON + timedelta(minutes=1), chunk=5)
     assert campaign_advance(campaign=campaign, now=NOON + timedelta(minutes=2))
     texts = texts_of(audience.tenant, campaign)
     assert sorted(t.subscriber_id for t in texts) == sorted(audience.subscribed)
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.SENT
     assert_counters_add_up(campaign, texts)
 
 
