@@ -9,6 +9,7 @@ from messaging.urls import dashboard_urlpatterns as messaging_dashboard
 from messaging.urls import public_urlpatterns as messaging_public
 from programs.urls import api_urlpatterns as programs_api
 from programs.urls import dashboard_urlpatterns as programs_dashboard
+from segments.urls import dashboard_urlpatterns as segments_dashboard
 
 api_v1 = [
     path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
@@ -35,6 +36,7 @@ urlpatterns = [
     path("invite/<str:token>/", views.invitation_accept, name="invitation_accept"),
     *programs_dashboard,
     *messaging_dashboard,
+    *segments_dashboard,
     *messaging_public,
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),

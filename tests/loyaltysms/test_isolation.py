@@ -45,7 +45,17 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     sms_import = subscriber_import_queue(
         tenant=tenant, filename="n.csv", content="phone\n", consent_text="", user=brand.owner
     )
+    from django.utils import timezone
+
+    from segments.services import segment_create
+
+    segment = segment_create(
+        tenant=tenant, name=f"{tenant.name} regulars", rules={"all": []}, now=timezone.now()
+    )
     return {
+        "segment_edit": {"segment_id": segment.pk},
+        "segment_count": {"segment_id": segment.pk},
+        "segment_delete": {"segment_id": segment.pk},
         "subscriber_detail": {"subscriber_id": subscriber.pk},
         "subscribers_import_detail": {"import_id": sms_import.pk},
         "subscriber_consent_export": {"subscriber_id": subscriber.pk},
@@ -143,6 +153,7 @@ GET_ONLY = {
     "subscriber_consent_export",
     "inbox_conversation",
     "subscribers_import_detail",
+    "segment_count",
 }
 
 # Routes with a path argument that is not an object id of a brand.
@@ -208,6 +219,8 @@ DASHBOARD_PAGES = [
     "inbox",
     "sms_settings",
     "sms_simulator",
+    "segments",
+    "segment_new",
 ]
 
 
