@@ -169,9 +169,9 @@ FROM automations_campaignrecipient r
 JOIN messaging_subscriber s ON s.id = r.subscriber_id AND s.tenant_id = r.tenant_id
 LEFT JOIN programs_member m ON m.id = s.member_id AND m.tenant_id = r.tenant_id
 LEFT JOIN programs_tier t ON t.id = m.tier_id
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" = %s AND r.message_id IS NULL
-  AND r.id > %s
-ORDER BY r.id
+WHERE r.tenant_id = %s AND r.campaign_id = %s AND r.subscriber_id > %s
+  AND r."group" = %s AND r.message_id IS NULL
+ORDER BY r.subscriber_id
 LIMIT %s
 """
 MARK = """
@@ -277,8 +277,9 @@ class _Writer:
         self.mark_sql = MARK.format(staged=STAGED_INSERT)
 
     def chunk(self, cursor, after: int, size: int) -> tuple[int, int, int, int]:
-        """One chunk: (last recipient id, rows read, texts created, recipients skipped)."""
-        cursor.execute(self.rows_sql, [self.tenant.pk, self.campaign.pk, self.group, after, size])
+        """One chunk, after subscriber id `after`: (last subscriber id, rows read, texts
+        created, recipients skipped)."""
+        cursor.execute(self.rows_sql, [self.tenant.pk, self.campaign.pk, after, self.group, size])
         rows = cursor.fetchall()
         if not rows:
             return after, 0, 0, 0
@@ -322,7 +323,7 @@ class _Writer:
                 SKIP,
                 [f"longer than {MAX_BODY_CHARACTERS} characters", self.tenant.pk, too_long],
             )
-        return rows[-1][0], len(rows), created, len(too_long)
+        return rows[-1][1], len(rows), created, len(too_long)
 
 
 def _lock(campaign: Campaign) -> Campaign:
