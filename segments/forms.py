@@ -234,6 +234,14 @@ class Row:
         return node
 
 
+# A new condition's operator: "at least" is what a marketer asks for most; else the first.
+PREFERRED_OPS = ("gte", "at_least")
+
+
+def _first_op(spec) -> str:
+    return next((op for op in PREFERRED_OPS if op in spec.ops), next(iter(spec.ops)))
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -261,7 +269,7 @@ class Builder:
                 if spec is None:
                     name, op = "", ""
                 elif op not in spec.ops:
-                    op = next(iter(spec.ops))  # the field changed: its first operator
+                    op = _first_op(spec)  # the field changed
                 rows[row_id] = Row(
                     row_id,
                     "cond",
@@ -557,6 +565,15 @@ def _widget(row: Row, spec: ValueSpec, brand: BrandChoices, *, name: str, label:
     }
 
 
+def _help(spec) -> str:
+    """The field's help from rules.py in the builder's words: operators by their labels, an
+    extra key in backquotes ("within `days` days") as the number it is."""
+    text = re.sub(r"`\w+`", "N", spec.help)
+    for op in spec.ops:
+        text = re.sub(rf"\b{op}:", f"“{OP_LABELS.get(op, humanize(op).lower())}”:", text)
+    return text
+
+
 def _widgets(row: Row, brand: BrandChoices) -> dict:
     spec = row.spec
     value_spec = row.value_spec
@@ -576,7 +593,7 @@ def _widgets(row: Row, brand: BrandChoices) -> dict:
         "ops": [(op, OP_LABELS.get(op) or humanize(op).lower()) for op in spec.ops],
         "value": value,
         "extras": extras,
-        "help": spec.help.replace("`", ""),
+        "help": _help(spec),
     }
 
 

@@ -283,11 +283,16 @@ def test_add_condition_and_group_then_remove(shop):
 def test_changing_the_field_offers_its_operators_and_inputs(shop):
     client = signed_in(shop.owner)
     url = reverse("segment_builder")
-    # The operator posted belonged to the previous field: the new field's first is used.
-    body = client.post(url, builder_post(("tier", "gte", ""))).content.decode()
-    assert '<option value="at_least">is at least</option>' in body
-    assert '<option value="is" selected>is</option>' in body
+    # The operator posted belonged to the previous field: the new field's "at least" (or
+    # else its first operator) is used.
+    body = client.post(url, builder_post(("tier", "between", ""))).content.decode()
+    assert '<option value="is">is</option>' in body
+    assert '<option value="at_least" selected>is at least</option>' in body
     assert f'<option value="{shop.tiers["Gold"]}">Gold</option>' in body  # the brand's tiers
+    body = client.post(url, builder_post(("sms_status", "at_least", ""))).content.decode()
+    assert '<option value="is" selected>is</option>' in body
+    body = client.post(url, builder_post(("orders_count", "in", ""))).content.decode()
+    assert '<option value="gte" selected>is at least</option>' in body
     body = client.post(url, builder_post(("birthday", "in_month", ""))).content.decode()
     assert '<option value="3">March</option>' in body
     body = client.post(url, builder_post(("sms_status", "in", None))).content.decode()
