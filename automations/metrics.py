@@ -25,7 +25,8 @@ def register_winner_metric(name: str, scorer: WinnerScorer) -> None:
     WINNER_METRICS[name] = scorer
 
 
-# Per variant: test recipients, and those with a link of their campaign text first clicked by
+# Per variant: test recipients (each got a text: one too long to send leaves the group), and
+# those with a link of their campaign text first clicked by
 # the moment. The links are found by the text's dedupe key (campaign:<id>:<subscriber id>),
 # through ShortLink's (tenant, message_dedupe_key) index.
 CLICKERS = """
@@ -36,7 +37,7 @@ SELECT r.variant_id, count(*),
              AND l.message_dedupe_key = %s || r.subscriber_id
              AND l.first_clicked_at <= %s))
 FROM automations_campaignrecipient r
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" = %s AND r.message_id IS NOT NULL
+WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" = %s
 GROUP BY r.variant_id
 """
 

@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Q
 
 from loyaltysms.models import TenantOwnedModel
-from messaging.models import OutboundMessage, Subscriber
+from messaging.models import Subscriber
 
 
 class CampaignStatus(models.TextChoices):
@@ -103,6 +103,10 @@ class Campaign(TenantOwnedModel):
     holdout_count = models.IntegerField(default=0)
     skipped_count = models.IntegerField(default=0)  # smart sending, or too long to send
     created_count = models.IntegerField(default=0)  # texts created
+    # The fan-out's progress per phase: the last subscriber id whose text exists (recipients
+    # are walked in subscriber order, one chunk per transaction with this row locked).
+    test_cursor = models.BigIntegerField(default=0)
+    remainder_cursor = models.BigIntegerField(default=0)
     canceled_count = models.IntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -147,12 +151,14 @@ class CampaignVariant(TenantOwnedModel):
 
 
 class CampaignRecipient(TenantOwnedModel):
-    """One number of a campaign's frozen audience, and the text it got (if any).
+    """One number of a campaign's frozen audience.
 
-    The fan-out walks a campaign's rows in subscriber order through the unique index and sets
-    `message` on each. No index covers `message`, `variant`, `group` or `skip_reason`, and
-    the table keeps room in its pages (fillfactor, migration 0002), so that update is a
-    heap-only one: no index entries for a million rows marked."""
+    Its text, if it gets one, is the OutboundMessage with the dedupe key
+    campaign:<campaign id>:<subscriber id> (unique per tenant). The fan-out doesn't write the
+    text's id here: marking a million rows rewrote the whole table and took four times as
+    long as creating the texts (bench/bench_campaign_fanout.py); it walks the rows in
+    subscriber order instead, its progress kept on the campaign (`*_cursor`). `variant` is a
+    test recipient's; the remainder gets the campaign's winner."""
 
     campaign = models.ForeignKey(
         Campaign, on_delete=models.CASCADE, related_name="recipients", db_index=False
@@ -163,9 +169,6 @@ class CampaignRecipient(TenantOwnedModel):
     group = models.CharField(max_length=10, choices=RecipientGroup.choices)
     variant = models.ForeignKey(
         CampaignVariant, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
-    )
-    message = models.ForeignKey(
-        OutboundMessage, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     skip_reason = models.CharField(max_length=40, blank=True)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from django.db import connection
 from django.http import Http404
 
+from automations.metrics import dedupe_prefix
 from automations.models import Campaign, CampaignVariant, RecipientGroup
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
@@ -37,15 +38,16 @@ def campaign_variants(campaign: Campaign) -> list[CampaignVariant]:
 
 
 # Texts of a campaign by status, and recipients by group: through the recipients (their
-# campaign index), then each text by primary key.
+# campaign index), then each text by its dedupe key.
 STATUS_COUNTS = """
 SELECT o.status, count(*)
-FROM automations_campaignrecipient r JOIN messaging_outboundmessage o ON o.id = r.message_id
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND o.tenant_id = %s
+FROM automations_campaignrecipient r JOIN messaging_outboundmessage o
+  ON o.tenant_id = r.tenant_id AND o.dedupe_key = %s || r.subscriber_id
+WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" IN ('test', 'remainder')
 GROUP BY o.status
 """
 GROUP_COUNTS = """
-SELECT "group", count(*), count(message_id) FROM automations_campaignrecipient
+SELECT "group", count(*) FROM automations_campaignrecipient
 WHERE tenant_id = %s AND campaign_id = %s GROUP BY "group"
 """
 # Texts still on their way: the progress bar counts the others as done.
@@ -90,16 +92,15 @@ class CampaignProgress:
 
 def campaign_progress(campaign: Campaign) -> CampaignProgress:
     """The counters of the progress bar and the campaign's stats, from the rows themselves
-    (two grouped queries), not from counters that could drift."""
+    (two grouped queries), not from counters that could drift. For a campaign of a million
+    that is a million index lookups (a few seconds): a page polling it should cache it."""
     tenant_id = campaign.tenant_id
     with connection.cursor() as cursor:
         cursor.execute(GROUP_COUNTS, [tenant_id, campaign.pk])
-        groups, created = {}, 0
-        for group, count, with_text in cursor.fetchall():
-            groups[group] = count
-            created += with_text
-        cursor.execute(STATUS_COUNTS, [tenant_id, campaign.pk, tenant_id])
+        groups = dict(cursor.fetchall())
+        cursor.execute(STATUS_COUNTS, [dedupe_prefix(campaign), tenant_id, campaign.pk])
         statuses = dict(cursor.fetchall())
+    created = sum(statuses.values())
     pending = sum(groups.get(g, 0) for g in (RecipientGroup.TEST, RecipientGroup.REMAINDER))
     campaign.refresh_from_db(fields=["status"])
     return CampaignProgress(

@@ -19,7 +19,7 @@ from datetime import date, datetime, time
 from django.db import transaction
 from django.http import Http404
 
-from automations.metrics import WINNER_METRICS
+from automations.metrics import WINNER_METRICS, dedupe_prefix
 from automations.models import (
     Campaign,
     CampaignStatus,
@@ -219,12 +219,14 @@ def campaign_schedule(*, campaign: Campaign, now: datetime, actor: User | None =
     return campaign
 
 
+# The campaign's texts, found from its recipients by their dedupe keys.
 CANCEL_TEXTS = """
 UPDATE messaging_outboundmessage o
 SET status = %s, status_reason = 'campaign canceled', finished_at = %s, updated_at = %s
 FROM automations_campaignrecipient r
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND r.message_id = o.id
-  AND o.tenant_id = %s AND o.status = ANY(%s)
+WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" IN ('test', 'remainder')
+  AND o.tenant_id = r.tenant_id AND o.dedupe_key = %s || r.subscriber_id
+  AND o.status = ANY(%s)
 """
 
 
@@ -252,7 +254,7 @@ def campaign_cancel(*, campaign: Campaign, now: datetime, actor: User | None = N
                     now,
                     tenant.pk,
                     locked.pk,
-                    tenant.pk,
+                    dedupe_prefix(locked),
                     [str(s) for s in DUE_STATUSES],
                 ],
             )

@@ -6,10 +6,11 @@ Exactly once per recipient, however often a launch runs or wherever it stops:
   CampaignRecipient (unique per campaign and number), in the same transaction that records it
   as frozen. Groups and A/B variants come from md5(campaign id, subscriber id), so a relaunch
   would assign the same.
-- Each chunk is one transaction holding the campaign row's lock: it reads the next recipients
-  without a text, renders their texts, writes them (COPY into a staging table, then INSERT …
-  SELECT … ON CONFLICT (tenant, dedupe_key) DO NOTHING with the key campaign:<id>:<subscriber>)
-  and marks the recipients with their text ids — all or nothing. A worker that dies mid-chunk
+- Each chunk is one transaction holding the campaign row's lock: it reads the recipients after
+  the phase's cursor (the campaign's `test_cursor` / `remainder_cursor`, in subscriber order),
+  renders their texts, writes them (COPY into a staging table, then INSERT … SELECT … ON
+  CONFLICT (tenant, dedupe_key) DO NOTHING with the key campaign:<id>:<subscriber>) and moves
+  the cursor past them — all or nothing. A worker that dies mid-chunk
   leaves the chunk undone and the next launch does it; two launches at once take turns chunk
   by chunk; a cancel waits for the chunk under way and every later chunk sees it.
 - One dispatcher wake-up per chunk (dispatch_soon), none per text.
@@ -169,30 +170,13 @@ FROM automations_campaignrecipient r
 JOIN messaging_subscriber s ON s.id = r.subscriber_id AND s.tenant_id = r.tenant_id
 LEFT JOIN programs_member m ON m.id = s.member_id AND m.tenant_id = r.tenant_id
 LEFT JOIN programs_tier t ON t.id = m.tier_id
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND r.subscriber_id > %s
-  AND r."group" = %s AND r.message_id IS NULL
+WHERE r.tenant_id = %s AND r.campaign_id = %s AND r.subscriber_id > %s AND r."group" = %s
 ORDER BY r.subscriber_id
 LIMIT %s
 """
-MARK = """
-WITH {staged},
-marked AS (
-    UPDATE automations_campaignrecipient r
-    SET message_id = c.id, variant_id = coalesce(r.variant_id, %(winner)s::bigint)
-    FROM created c
-    WHERE r.tenant_id = %(tenant)s AND r.campaign_id = %(campaign)s
-      AND r.subscriber_id = c.subscriber_id
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM marked)
-"""
-# Recipients whose key existed already (a text made for them outside this launch's chunk):
-# pointed at that text, so nobody waits for a second one.
-MARK_EXISTING = """
-UPDATE automations_campaignrecipient r SET message_id = o.id
-FROM messaging_outboundmessage o
-WHERE r.tenant_id = %s AND r.id = ANY(%s) AND r.message_id IS NULL
-  AND o.tenant_id = r.tenant_id AND o.dedupe_key = %s || r.subscriber_id
+INSERT_TEXTS = """
+WITH {staged}
+SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM created_links)
 """
 SKIP = """
 UPDATE automations_campaignrecipient SET "group" = 'skipped', skip_reason = %s
@@ -267,14 +251,13 @@ class _Writer:
                 timedelta(hours=campaign.expires_hours) if campaign.expires_hours else None
             ),
             "now": now,
-            "winner": self.winner_id,
         }
         self.rows_sql = CHUNK_ROWS.format(
             candidates="s.timezone_candidates"
             if campaign.send_mode == SendMode.LOCAL
             else "NULL::varchar[]"
         )
-        self.mark_sql = MARK.format(staged=STAGED_INSERT)
+        self.insert_sql = INSERT_TEXTS.format(staged=STAGED_INSERT)
 
     def chunk(self, cursor, after: int, size: int) -> tuple[int, int, int, int]:
         """One chunk, after subscriber id `after`: (last subscriber id, rows read, texts
@@ -311,24 +294,28 @@ class _Writer:
                 )
             )
         stage_messages(cursor, messages, shortener.links)
-        cursor.execute(self.mark_sql, self.params)
-        created, marked = cursor.fetchone()
-        if marked < len(messages):
-            cursor.execute(
-                MARK_EXISTING,
-                [self.tenant.pk, [row[0] for row in rows], self.params["dedupe_prefix"]],
+        cursor.execute(self.insert_sql, self.params)
+        created, _ = cursor.fetchone()
+        if created < len(messages):
+            # Keys that exist already: the texts are there (made by a launch whose progress
+            # was lost?); counted as this campaign's, never made twice.
+            logger.warning(
+                "campaign %s: %d texts existed already", self.campaign.pk, len(messages) - created
             )
         if too_long:
             cursor.execute(
                 SKIP,
                 [f"longer than {MAX_BODY_CHARACTERS} characters", self.tenant.pk, too_long],
             )
-        return rows[-1][1], len(rows), created, len(too_long)
+        return rows[-1][1], len(rows), len(messages), len(too_long)
 
 
 def _lock(campaign: Campaign) -> Campaign:
     with tenant_scope(campaign.tenant):
         return Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
+
+
+CURSORS = {RecipientGroup.TEST: "test_cursor", RecipientGroup.REMAINDER: "remainder_cursor"}
 
 
 def _fan_out(
@@ -340,10 +327,11 @@ def _fan_out(
     deadline: float | None,
     after_chunk: Callable[[int], None] | None,
 ) -> bool:
-    """Create the texts of one group, chunk by chunk. False: stopped (canceled, or out of
-    time) before the end."""
+    """Create the texts of one group, chunk by chunk, from where the last chunk committed.
+    False: stopped (canceled, or out of time) before the end."""
     writer = _Writer(campaign, group, now)
-    after, done = 0, 0
+    cursor_field = CURSORS[group]
+    done = 0
     started = monotonic.monotonic()
     while True:
         if deadline is not None and monotonic.monotonic() > deadline:
@@ -352,10 +340,12 @@ def _fan_out(
             locked = _lock(campaign)
             if locked.status != CampaignStatus.SENDING:
                 return False
-            after, read, created, skipped = writer.chunk(cursor, after, chunk)
+            after = getattr(locked, cursor_field)
+            last, read, created, skipped = writer.chunk(cursor, after, chunk)
             if not read:
                 return True
             Campaign.objects.unscoped().filter(pk=campaign.pk).update(
+                **{cursor_field: last},
                 created_count=locked.created_count + created,
                 skipped_count=locked.skipped_count + skipped,
                 # On the caller's clock, advanced by the real time spent (a scan takes a
@@ -458,7 +448,8 @@ def campaign_launch(
 
 TEST_MOMENT = """
 SELECT max(o.send_after) FROM automations_campaignrecipient r
-JOIN messaging_outboundmessage o ON o.id = r.message_id
+JOIN messaging_outboundmessage o
+  ON o.tenant_id = r.tenant_id AND o.dedupe_key = %s || r.subscriber_id
 WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" = 'test'
 """
 
@@ -470,7 +461,7 @@ def _test_created(campaign: Campaign, now: datetime) -> None:
         if locked.test_created_at is not None:
             return
         with connection.cursor() as cursor:
-            cursor.execute(TEST_MOMENT, [locked.tenant_id, locked.pk])
+            cursor.execute(TEST_MOMENT, [dedupe_prefix(locked), locked.tenant_id, locked.pk])
             latest = cursor.fetchone()[0] or now
         locked.test_created_at = now
         locked.winner_due_at = max(latest, now) + timedelta(minutes=locked.wait_minutes)

@@ -135,7 +135,6 @@ def test_a_worker_dying_mid_launch_then_a_relaunch_texts_everyone_exactly_once(a
     assert campaign_advance(campaign=campaign, now=NOON + timedelta(minutes=10), chunk=4)
     texts = texts_of(audience.tenant, campaign)
     assert sorted(t.subscriber_id for t in texts) == sorted(audience.subscribed)
-    assert all(r.message_id for r in recipients_of(audience.tenant, campaign))
     assert_counters_add_up(campaign, texts)
 
 
@@ -210,7 +209,6 @@ def test_holdout_recipients_get_no_text_and_are_counted(audience):
     assert 0 < len(held) < len(audience.subscribed)
     texts = texts_of(audience.tenant, campaign)
     assert {t.subscriber_id for t in texts} == audience.subscribed - held
-    assert all(r.message_id is None for r in recipients if r.group == RecipientGroup.HOLDOUT)
     campaign.refresh_from_db()
     assert campaign.holdout_count == len(held)
     assert_counters_add_up(campaign, texts)
