@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from functools import cache
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -74,7 +74,7 @@ class Place:
     zones: tuple[str, ...]  # candidate IANA zones; empty when the number doesn't say
 
 
-@cache
+@lru_cache(maxsize=65536)  # bounded: a long-lived worker sees millions of numbers
 def place_of(e164: str) -> Place:
     try:
         number = phonenumbers.parse(e164)
