@@ -14,7 +14,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from loyaltysms.models import TenantOwnedModel
+from loyaltysms.models import Tenant, TenantOwnedModel
 from messaging.models import Subscriber
 
 
@@ -158,17 +158,39 @@ class CampaignRecipient(TenantOwnedModel):
     text's id here: marking a million rows rewrote the whole table and took four times as
     long as creating the texts (bench/bench_campaign_fanout.py); it walks the rows in
     subscriber order instead, its progress kept on the campaign (`*_cursor`). `variant` is a
-    test recipient's; the remainder gets the campaign's winner."""
+    test recipient's; the remainder gets the campaign's winner.
 
+    No foreign-key constraints in the database (db_constraint=False; Django still cascades
+    deletes of a tenant, campaign, subscriber or variant to these rows): the rows are written
+    only by the freeze's INSERT … SELECT, from the subscribers it reads and the campaign it
+    holds locked, and checking 4 constraints on a million rows took 12.7 s of a 23 s freeze.
+    """
+
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.CASCADE, related_name="recipients", db_index=False
+        Campaign,
+        on_delete=models.CASCADE,
+        related_name="recipients",
+        db_index=False,
+        db_constraint=False,
     )
     subscriber = models.ForeignKey(
-        Subscriber, on_delete=models.CASCADE, related_name="+", db_index=False
+        Subscriber,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     group = models.CharField(max_length=10, choices=RecipientGroup.choices)
     variant = models.ForeignKey(
-        CampaignVariant, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+        CampaignVariant,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
+        db_constraint=False,
     )
     skip_reason = models.CharField(max_length=40, blank=True)
 

@@ -4,8 +4,10 @@ send the winner to the remainder after the wait.
 Exactly once per recipient, however often a launch runs or wherever it stops:
 - The audience is frozen by ONE INSERT … SELECT … ON CONFLICT DO NOTHING into
   CampaignRecipient (unique per campaign and number), in the same transaction that records it
-  as frozen. Groups and A/B variants come from md5(campaign id, subscriber id), so a relaunch
-  would assign the same.
+  as frozen. Groups and A/B variants come from a hash of (subscriber id, campaign id) —
+  PostgreSQL's hashint8extended, the seeded 64-bit hash behind hash partitioning, which must
+  stay the same across versions for partitions to survive an upgrade — so a relaunch would
+  assign the same: the low 32 bits pick the group, the high 32 the variant.
 - Each chunk is one transaction holding the campaign row's lock: it reads the recipients after
   the phase's cursor (the campaign's `test_cursor` / `remainder_cursor`, in subscriber order),
   renders their texts, writes them (COPY into a staging table, then INSERT … SELECT … ON
@@ -73,11 +75,9 @@ class CampaignUnavailable(Exception):
 FREEZE = """
 WITH audience AS ({audience}),
 pool AS (
-    SELECT a.id AS subscriber_id,
-           ('x' || substr(a.h, 1, 8))::bit(32)::bigint AS g,
-           ('x' || substr(a.h, 9, 8))::bit(32)::bigint AS v,
+    SELECT a.id AS subscriber_id, a.h & 4294967295 AS g, (a.h >> 32) & 4294967295 AS v,
            {recent} AS recent
-    FROM (SELECT id, md5(%s || ':' || id) AS h FROM audience) a
+    FROM (SELECT id, hashint8extended(id, %s) AS h FROM audience) a
 ),
 frozen AS (
     INSERT INTO automations_campaignrecipient
@@ -147,7 +147,7 @@ def _freeze(campaign: Campaign, variant_ids: list[int], now: datetime) -> dict[s
     params = [
         *params,
         *recent_params,
-        str(campaign.pk),
+        campaign.pk,
         campaign.tenant_id,
         campaign.pk,
         variant_ids or [0],
