@@ -185,6 +185,21 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
         fired.append(time.time())
 
     ratelimit.Pacer.until = recorded
+
+    from messaging.gateways.twilio import TwilioGateway
+
+    # How long the carrier took to answer each request, as the dispatcher saw it.
+    answers: list[float] = []
+    send_async = TwilioGateway.send_async
+
+    async def timed(self, message):
+        began = time.monotonic()
+        try:
+            return await send_async(self, message)
+        finally:
+            answers.append(time.monotonic() - began)
+
+    TwilioGateway.send_async = timed
     beat = settings.CELERY_BEAT_SCHEDULE["dispatch-due-texts"]["schedule"]
     print("ready", flush=True)
     sys.stdin.readline()
@@ -214,6 +229,7 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
         stats.dump_stats(profile_to)
     answer = {"report": vars(total), "cpu": cpu, "wall": wall, "runs": runs, "empty": empty}
     answer["fired"] = fired
+    answer["answers"] = sorted(answers)
     print(json.dumps(answer), flush=True)
 
 
@@ -668,6 +684,13 @@ def main() -> int:
             + "/".join(f"{r['runs']}({r['empty']})" for r in phase.reports)
             + f"; connections to the carrier {phase.connections}"
         )
+        answers = sorted(t for r in phase.reports for t in r["answers"])
+        if answers:
+            p50, p99 = (answers[int(q * (len(answers) - 1))] * 1000 for q in (0.5, 0.99))
+            print(
+                f"{'':>13}the carrier's answers as the dispatcher waited for them: p50 "
+                f"{p50:.1f} ms, p99 {p99:.1f} ms, max {answers[-1] * 1000:.0f} ms"
+            )
         fired = sorted(t for r in phase.reports for t in r["fired"])
         print(
             f"{'':>13}as our pacer let them go: max {max_sliding(fired)} in any 1 s window "

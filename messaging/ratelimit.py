@@ -91,14 +91,20 @@ class SenderLease:
 class Pacer:
     """The send times of one sender in its lease holder's process (used on one event loop).
 
-    `reserve(n)` hands out the next n slots, WINDOW/MPS apart; `until(slot)` waits for a slot and
-    for the window cap (at most MPS sends in any WINDOW seconds), and records the send. Slots
+    `reserve(n)` hands out the next n slots, WINDOW/MPS apart; `until(slot)` waits for a slot,
+    for the window cap (at most MPS sends in any WINDOW seconds) and for a free request (at
+    most `concurrency` in flight), and records the send; `finished()` frees its request. Slots
     are handed out in order to every batch that asks, so several batches of one sender can be
     claimed and locked ahead while the current one sends, without gaps in the pace.
     """
 
-    def __init__(self, mps: float, recent: list[float] = ()):
+    def __init__(self, mps: float, recent: list[float] = (), *, concurrency: int | None = None):
         self.limit = max(1, int(mps))
+        # Requests the carrier takes at once: a send waits here for one to finish rather than
+        # in the HTTP client's queue, from which late sends would leave together.
+        self.concurrency = concurrency
+        self.in_flight = 0
+        self._finished = asyncio.Event()
         # Spaced so that a window never holds more than `limit` slots: the cap below then
         # only acts after a hold-up, when late sends would otherwise crowd together.
         self.interval = WINDOW / max(mps, 0.001)
@@ -125,8 +131,18 @@ class Pacer:
             if len(self.sent) >= self.limit and now - self.sent[0] < WINDOW:
                 await asyncio.sleep(self.sent[0] + WINDOW - now)
                 continue
+            if self.concurrency is not None and self.in_flight >= self.concurrency:
+                self._finished.clear()
+                await self._finished.wait()
+                continue
             self.sent.append(now)
+            self.in_flight += 1
             return
+
+    def finished(self) -> None:
+        """A request that `until` let go has its answer (or failed)."""
+        self.in_flight -= 1
+        self._finished.set()
 
     def recent(self) -> list[float]:
         """This holder's send times of the last window, to pass on with the lease."""

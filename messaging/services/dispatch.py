@@ -49,7 +49,14 @@ from messaging.compliance import (
     window_for,
 )
 from messaging.crypto import SecretUnreadable
-from messaging.gateways import GatewayError, OutcomeUnknown, Outgoing, Sent, gateway_for
+from messaging.gateways import (
+    GatewayError,
+    OutcomeUnknown,
+    Outgoing,
+    Sent,
+    concurrency_for,
+    gateway_for,
+)
 from messaging.models import (
     DUE_STATUSES,
     ConsentSource,
@@ -213,7 +220,7 @@ class _Run:
             sender = sender.first()
             if sender is None:
                 return True
-            pacer = Pacer(sender.mps, lease.recent_sends())
+            pacer = Pacer(sender.mps, lease.recent_sends(), concurrency=concurrency_for(sender))
             size = max(1, min(self.batch, math.ceil(sender.mps * CHUNK_SECONDS)))
 
             def lane() -> None:
@@ -560,6 +567,7 @@ async def _paced(gateway, pacer: Pacer, outgoing: list[Outgoing]) -> list:
     for item, slot in zip(outgoing, pacer.reserve(len(outgoing)), strict=True):
         await pacer.until(slot)
         request = asyncio.ensure_future(_send_after(gateway, item, last.get(item.to)))
+        request.add_done_callback(lambda _: pacer.finished())
         requests.append(request)
         last[item.to] = request
     return await asyncio.gather(*requests, return_exceptions=True)

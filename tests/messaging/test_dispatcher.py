@@ -477,3 +477,35 @@ def test_two_dispatchers_on_one_sender_never_exceed_its_mps(alice_brand, fake):
     for i, start in enumerate(times):
         in_second = [t for t in times[i:] if t < start + 1.0]
         assert len(in_second) <= 10, [round(t - times[0], 3) for t in times]
+
+
+def test_a_send_waits_for_a_free_request_before_it_counts_as_sent():
+    import asyncio
+    import time
+
+    from messaging.ratelimit import Pacer
+
+    pacer = Pacer(1000, concurrency=2)
+    in_flight, most, started = 0, 0, []
+
+    async def request():
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.1)
+        in_flight -= 1
+
+    async def send_all():
+        tasks = []
+        for slot in pacer.reserve(6):
+            await pacer.until(slot)
+            started.append(time.time())
+            task = asyncio.ensure_future(request())
+            task.add_done_callback(lambda _: pacer.finished())
+            tasks.append(task)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(send_all())
+    assert most == 2
+    # Counted when it really left: pairs 0.1 s apart, not six at once.
+    assert started[-1] - started[0] >= 0.2
