@@ -19,6 +19,7 @@ same count. Medians are reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -168,69 +169,188 @@ def segments(tiers: dict[str, int], tenant_id: int, now: datetime) -> list[tuple
     ]
 
 
+def samples(tiers: dict[str, int], tenant_id: int, now: datetime) -> dict[str, tuple]:
+    """Per segment: the newest 10 matching people as hand-written SQL (member id, and the
+    lowest matching number's id or NULL; subscribers who aren't members: NULL, their id)."""
+    newest = " ORDER BY m.created_at DESC, m.id DESC LIMIT 10"
+    return {
+        "VIP tier with points expiring in 30 days": (
+            "SELECT m.id, NULL::bigint FROM programs_member m WHERE m.tenant_id = %s"
+            " AND m.tier_id = %s AND EXISTS (SELECT 1 FROM programs_pointslot l"
+            " WHERE l.tenant_id = %s AND l.member_id = m.id AND l.remaining > 0 AND l.matured"
+            " AND l.expires_at > %s AND l.expires_at <= %s)" + newest,
+            (tenant_id, tiers["VIP"], tenant_id, now, now + timedelta(days=30)),
+        ),
+        "balance >= 500 and never redeemed": (
+            "SELECT m.id, NULL::bigint FROM programs_member m WHERE m.tenant_id = %s"
+            " AND m.points_balance >= 500 AND NOT EXISTS (SELECT 1 FROM programs_redemption r"
+            " WHERE r.tenant_id = %s AND r.member_id = m.id AND r.status <> 'cancelled')" + newest,
+            (tenant_id, tenant_id),
+        ),
+        "no order in 90 days and subscribed": (
+            "SELECT m.id, (SELECT min(s.id) FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id AND s.status = 'subscribed') FROM programs_member m"
+            " WHERE m.tenant_id = %s AND m.last_order_at <= %s"
+            " AND EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id AND s.status = 'subscribed')" + newest,
+            (tenant_id, tenant_id, now - timedelta(days=90), tenant_id),
+        ),
+        "Gold or above, or tagged vip, not unsubscribed": (
+            "SELECT m.id, (SELECT min(s.id) FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id AND s.status <> 'unsubscribed') FROM programs_member m"
+            " WHERE m.tenant_id = %s"
+            " AND (m.tier_id IN (%s, %s) OR m.tags @> ARRAY['vip']::varchar[])"
+            " AND NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id = m.id AND s.status = 'unsubscribed')" + newest,
+            (tenant_id, tenant_id, tiers["Gold"], tiers["VIP"], tenant_id),
+        ),
+        "subscribers who aren't members": (
+            "SELECT NULL::bigint, s.id FROM messaging_subscriber s WHERE s.tenant_id = %s"
+            " AND s.member_id IS NULL AND s.status = 'subscribed'"
+            " ORDER BY s.created_at DESC, s.id DESC LIMIT 10",
+            (tenant_id,),
+        ),
+    }
+
+
+def seed(args, connection, tenant_create, tenant_scope, program_services):
+    """Create the brand and its 1 M members; (tenant, tiers, now)."""
+    tenant = tenant_create(
+        slug="segments",
+        name="Segments",
+        owner_email="segments@bench.test",
+        owner_password="bench-password-123",  # noqa: S106 - a throwaway database
+    ).tenant
+    with tenant_scope(tenant):
+        tiers = {
+            name: program_services.tier_create(
+                tenant=tenant,
+                name=name,
+                threshold=threshold,
+                basis="points_earned",
+                period="lifetime",
+            ).pk
+            for name, threshold in (("Silver", 500), ("Gold", 2000), ("VIP", 5000))
+        }
+        reward = program_services.reward_create(
+            tenant=tenant, name="Free shipping", kind="free_shipping", points_cost=50
+        )
+    now = datetime.now(UTC).replace(microsecond=0)
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(id), 0) + 1 FROM programs_member"  # ids to come
+        )
+        first_member = cursor.fetchone()[0]
+        cursor.execute(
+            SEED,
+            {
+                "tenant": tenant.pk,
+                "now": now,
+                "members": args.members,
+                "silver": tiers["Silver"],
+                "gold": tiers["Gold"],
+                "vip": tiers["VIP"],
+                "reward": reward.pk,
+                "redeemed": 0.2,
+                "linked": int(args.members * 0.6),
+                "first_member": first_member,
+                "subscribers": int(args.members * 0.7),
+            },
+        )
+        cursor.execute("VACUUM ANALYZE")
+    print(f"seeding took {time.perf_counter() - began:.1f} s")
+    return tenant, tiers, now
+
+
+def seeded(connection, tenant_model, tier_model, tenant_scope):
+    """The brand a --keep database was seeded with before, or None."""
+    tenant = tenant_model.objects.filter(slug="segments").first()
+    if tenant is None:
+        return None
+    with tenant_scope(tenant):
+        tiers = dict(tier_model.objects.values_list("name", "id"))
+    with connection.cursor() as cursor:
+        # The seed wrote every member's updated_at as its `now`.
+        cursor.execute(
+            "SELECT max(updated_at) FROM programs_member WHERE tenant_id = %s", (tenant.pk,)
+        )
+        now = cursor.fetchone()[0]
+    print(f"reusing the brand seeded at {now:%Y-%m-%d %H:%M} in {DB_NAME}")
+    return tenant, tiers, now
+
+
+@contextlib.contextmanager
+def kept_database(name: str):
+    """--keep: the database is created and migrated if missing, and never dropped."""
+    from django.core.management import call_command
+
+    admin = harness._admin_connection()
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    call_command("migrate", verbosity=0)
+    yield name
+
+
+def timed(function, *args) -> tuple[float, object]:
+    began = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - began, result
+
+
+def measure(rounds: int, name: str, ours, hand) -> tuple[float, float, float, object]:
+    """Warm-up, then `rounds` alternating runs; both must answer the same. Medians."""
+    ours(), hand()
+    mine, theirs, ratios = [], [], []
+    for _ in range(rounds):
+        t_ours, r_ours = timed(ours)
+        t_hand, r_hand = timed(hand)
+        assert r_ours == r_hand, f"{name}: ours {r_ours} != hand SQL {r_hand}"
+        mine.append(t_ours)
+        theirs.append(t_hand)
+        ratios.append(t_ours / t_hand)
+    m, h, r = (statistics.median(x) for x in (mine, theirs, ratios))
+    return m, h, r, r_ours
+
+
 def main() -> int:
+    global DB_NAME
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print both plans once")
     parser.add_argument("--only", default="", help="the segments whose name contains this")
+    parser.add_argument(
+        "--keep",
+        metavar="DATABASE",
+        default="",
+        help="seed this database once and keep it for the next runs (drop it yourself)",
+    )
     args = parser.parse_args()
+    DB_NAME = args.keep or DB_NAME
 
     harness.setup_django(DB_NAME)
     from django.db import connection, transaction
 
+    from loyaltysms.models import Tenant
     from loyaltysms.services import tenant_create
     from loyaltysms.tenancy.context import tenant_scope
+    from programs.models import Member, Tier
     from programs.services import program as program_services
     from segments import compiler
     from segments.rules import validate_rules
-    from segments.selectors import WORK_MEM, segment_count
+    from segments.selectors import WORK_MEM, segment_count, segment_sample
 
-    with harness.bench_database(DB_NAME):
-        tenant = tenant_create(
-            slug="segments",
-            name="Segments",
-            owner_email="segments@bench.test",
-            owner_password="bench-password-123",  # noqa: S106 - a throwaway database
-        ).tenant
-        with tenant_scope(tenant):
-            tiers = {
-                name: program_services.tier_create(
-                    tenant=tenant,
-                    name=name,
-                    threshold=threshold,
-                    basis="points_earned",
-                    period="lifetime",
-                ).pk
-                for name, threshold in (("Silver", 500), ("Gold", 2000), ("VIP", 5000))
-            }
-            reward = program_services.reward_create(
-                tenant=tenant, name="Free shipping", kind="free_shipping", points_cost=50
-            )
-        now = datetime.now(UTC).replace(microsecond=0)
-        began = time.perf_counter()
+    database = kept_database(DB_NAME) if args.keep else harness.bench_database(DB_NAME)
+    with database:
+        brand = seeded(connection, Tenant, Tier, tenant_scope) if args.keep else None
+        if brand is None:
+            brand = seed(args, connection, tenant_create, tenant_scope, program_services)
+        tenant, tiers, now = brand
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT coalesce(max(id), 0) + 1 FROM programs_member"  # ids to come
-            )
-            first_member = cursor.fetchone()[0]
-            cursor.execute(
-                SEED,
-                {
-                    "tenant": tenant.pk,
-                    "now": now,
-                    "members": args.members,
-                    "silver": tiers["Silver"],
-                    "gold": tiers["Gold"],
-                    "vip": tiers["VIP"],
-                    "reward": reward.pk,
-                    "redeemed": 0.2,
-                    "linked": int(args.members * 0.6),
-                    "first_member": first_member,
-                    "subscribers": int(args.members * 0.7),
-                },
-            )
-            cursor.execute("VACUUM ANALYZE")
             cursor.execute(
                 "SELECT (SELECT count(*) FROM programs_member), "
                 "(SELECT count(*) FROM messaging_subscriber), "
@@ -238,61 +358,91 @@ def main() -> int:
                 "(SELECT count(*) FROM programs_redemption)"
             )
             counts = cursor.fetchone()
-        seeded = time.perf_counter() - began
         print(
             f"members={counts[0]:,} subscribers={counts[1]:,} lots={counts[2]:,} "
-            f"redemptions={counts[3]:,} (seeding took {seeded:.1f} s)"
+            f"redemptions={counts[3]:,}"
         )
         load = os.getloadavg()
         print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
-        def hand(sql, params) -> tuple[float, int]:
-            began = time.perf_counter()
+        def explain(name, compiled, sql, params):
+            plans = (("ours", compiled.sql, compiled.params), ("hand", sql, params))
+            for label, q, p in plans:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    if label == "ours":  # as the selectors run it
+                        cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+                    cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + q, p)
+                    print(f"--- {name}: {label}")
+                    print("\n".join(row[0] for row in cursor.fetchall()))
+
+        def hand_count(sql, params):
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
-                result = cursor.fetchone()[0]
-            return time.perf_counter() - began, result
+                return cursor.fetchone()[0]
 
-        def ours(rules) -> tuple[float, int]:
-            began = time.perf_counter()
-            result = segment_count(tenant, rules, now=now)
-            return time.perf_counter() - began, result
+        def hand_sample(sql, params):
+            """The rows, and the same objects segment_sample loads for them."""
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            with tenant_scope(tenant):
+                Member.objects.select_related("tier").in_bulk([m for m, _ in rows if m])
+                from messaging.models import Subscriber
 
-        print(
-            f"\n{'segment':<48}{'segment_count':>14}{'hand SQL':>11}{'ratio':>8}"
-            f"{'people':>10}   (medians of {args.rounds} rounds, ms)"
-        )
-        verdicts = []
-        for name, rules, sql, params in segments(tiers, tenant.pk, now):
-            if args.only and args.only not in name:
-                continue
+                Subscriber.objects.in_bulk([s for _, s in rows if s])
+            return rows
+
+        def our_sample(rules):
+            return [
+                (p.member.pk if p.member else None, p.subscriber.pk if p.subscriber else None)
+                for p in segment_sample(tenant, rules, 10, now=now)
+            ]
+
+        chosen = [s for s in segments(tiers, tenant.pk, now) if not args.only or args.only in s[0]]
+        sample_sql = samples(tiers, tenant.pk, now)
+        verdicts = {"count": [], "sample": []}
+
+        def header(what: str, found: str) -> str:
+            return (
+                f"\n{'segment':<48}{what:>14}{'hand SQL':>11}{'ratio':>8}{found:>10}"
+                f"   (medians of {args.rounds} rounds, ms)"
+            )
+
+        print(header("segment_count", "people"))
+        for name, rules, sql, params in chosen:
             if args.explain:
-                compiled = compiler.count_sql(tenant, validate_rules(rules), now)
-                plans = (("ours", compiled.sql, compiled.params), ("hand", sql, params))
-                for label, q, p in plans:
-                    with transaction.atomic(), connection.cursor() as cursor:
-                        if label == "ours":  # as segment_count runs it
-                            cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
-                        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + q, p)
-                        print(f"--- {name}: {label}")
-                        print("\n".join(row[0] for row in cursor.fetchall()))
-            ours(rules), hand(sql, params)  # warm-up
-            mine, theirs, ratios = [], [], []
-            for _ in range(args.rounds):
-                t_ours, n_ours = ours(rules)
-                t_hand, n_hand = hand(sql, params)
-                assert n_ours == n_hand, f"{name}: segment_count {n_ours} != hand SQL {n_hand}"
-                mine.append(t_ours)
-                theirs.append(t_hand)
-                ratios.append(t_ours / t_hand)
-            m, h, r = (statistics.median(x) for x in (mine, theirs, ratios))
-            verdicts.append(r <= 1.5 and m < 1.0)
-            print(f"{name:<48}{m * 1000:>14.1f}{h * 1000:>11.1f}{r:>7.2f}x{n_ours:>10,}")
-        print(
-            "\nratio = median of per-round ratios; goal: ≤ 1.5x the hand-written query and "
-            f"under 1 s → {'met' if all(verdicts) else 'MISSED'} "
-            f"({sum(verdicts)} of {len(verdicts)} segments)"
-        )
+                explain(name, compiler.count_sql(tenant, validate_rules(rules), now), sql, params)
+            m, h, r, found = measure(
+                args.rounds,
+                name,
+                lambda rules=rules: segment_count(tenant, rules, now=now),
+                lambda sql=sql, params=params: hand_count(sql, params),
+            )
+            verdicts["count"].append(r <= 1.5 and m < 1.0)
+            print(f"{name:<48}{m * 1000:>14.1f}{h * 1000:>11.1f}{r:>7.2f}x{found:>10,}")
+
+        print(header("segment_sample", "rows"))
+        for name, rules, _, _ in chosen:
+            sql, params = sample_sql[name]
+            if args.explain:
+                compiled = compiler.people_sql(tenant, validate_rules(rules), now, 10)
+                explain(name + " (sample)", compiled, sql, params)
+            m, h, r, found = measure(
+                args.rounds,
+                name,
+                lambda rules=rules: our_sample(rules),
+                lambda sql=sql, params=params: [tuple(row) for row in hand_sample(sql, params)],
+            )
+            verdicts["sample"].append(r <= 1.5 and m < 0.2)
+            print(f"{name:<48}{m * 1000:>14.1f}{h * 1000:>11.1f}{r:>7.2f}x{len(found):>10,}")
+
+        for what, goal in (("count", "under 1 s"), ("sample", "under 200 ms")):
+            met = verdicts[what]
+            print(
+                f"\n{what}: ratio = median of per-round ratios; goal: ≤ 1.5x the hand-written "
+                f"query and {goal} → {'met' if all(met) else 'MISSED'} "
+                f"({sum(met)} of {len(met)} segments)"
+            )
         load = os.getloadavg()
         print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0

@@ -39,6 +39,38 @@ DAY = timedelta(days=1)
 PLAIN_SUBSCRIBER_COLUMNS = {"s.status", "s.source", "s.country", "s.region", "s.timezone"}
 RECEIVED_STATUSES = [MessageStatus.SENT.value, MessageStatus.DELIVERED.value]
 CMP_SQL = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+# The records activity conditions look for, as `a`: alias → (table, time column, which rows,
+# their parameters, the column naming the person).
+_ACTIVITY_SOURCES = {
+    "r": (
+        "programs_redemption",
+        "created_at",
+        "a.status <> %s",
+        (RedemptionStatus.CANCELLED.value,),
+        "member_id",
+    ),
+    "c": (
+        "messaging_shortlink",
+        "first_clicked_at",
+        "a.first_clicked_at IS NOT NULL",
+        (),
+        "subscriber_id",
+    ),
+    "i": (
+        "messaging_inboundmessage",
+        "created_at",
+        "a.kind = %s",
+        (InboundKind.REPLY.value,),
+        "subscriber_id",
+    ),
+    "o": (
+        "messaging_outboundmessage",
+        "sent_at",
+        "a.status = ANY(%s) AND a.sent_at IS NOT NULL",
+        (RECEIVED_STATUSES,),
+        "subscriber_id",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -144,16 +176,23 @@ class _Branch:
         # hand-written query.
         self.subscriber_certain = with_subscriber and (certain or not members)
         self.joins = _Joins()
+        self.at_top = False  # the condition compiling now is AND-ed at the top of the tree
 
     # --- the tree -----------------------------------------------------------------------
-    def node(self, node: dict) -> Pred:
+    def node(self, node: dict, *, top: bool = False) -> Pred:
+        """`top`: the node's predicate is AND-ed directly into the WHERE clause (the root, and
+        the items of an `all` there), so a (NOT) EXISTS in it becomes a semi or anti join."""
         if "all" in node:
-            return _and([self.node(item) for item in node["all"]])
+            return _and([self.node(item, top=top) for item in node["all"]])
         if "any" in node:
             return _or([self.node(item) for item in node["any"]])
         if "not" in node:
             return _not(self.node(node["not"]))
-        return self.condition(node)
+        self.at_top = top
+        try:
+            return self.condition(node)
+        finally:
+            self.at_top = False
 
     def condition(self, node: dict) -> Pred:
         name = node["field"]
@@ -213,9 +252,29 @@ class _Branch:
         if not self.with_subscriber:
             return False
         cutoff = self._since(value) if op == "within_days" else None
+        if self.at_top:
+            return self._activity_exists(alias, op, cutoff)
         first = alias not in self.joins.activity
         self.joins.activity[alias] = self.joins.widen(self.joins.activity.get(alias), cutoff, first)
         return self._activity_leaf(f"{alias}.last_at", op, cutoff)
+
+    def _activity_exists(
+        self, alias: str, op: str, cutoff: datetime | None, kind: str | None = None
+    ) -> Frag:
+        """An activity condition AND-ed at the top as (NOT) EXISTS: the planner makes it a
+        semi or anti join that stops at a person's first record, where the grouped join
+        would read and group every record of the brand."""
+        table, at, where, params, key = _ACTIVITY_SOURCES[alias]
+        correlated = "m.id" if key == "member_id" else "s.id"
+        if kind is not None:
+            where, params = f"{where} AND a.kind = %s", (*params, kind)
+        if cutoff is not None:
+            where, params = f"{where} AND a.{at} >= %s", (*params, cutoff)
+        exists = (
+            f"EXISTS (SELECT 1 FROM {table} a WHERE a.tenant_id = %s"
+            f" AND a.{key} = {correlated} AND {where})"
+        )
+        return Frag(f"NOT {exists}" if op == "never" else exists, (self.tenant.pk, *params))
 
     @staticmethod
     def _activity_leaf(column: str, op: str, cutoff: datetime | None) -> Pred:
@@ -275,6 +334,8 @@ class _Branch:
 
     def _redeemed(self, op, value, node) -> Pred:
         cutoff = self._since(value) if op == "within_days" else None
+        if self.at_top:
+            return self._activity_exists("r", op, cutoff)
         first = not self.joins.redeemed
         self.joins.redeemed = True
         self.joins.redeemed_since = self.joins.widen(self.joins.redeemed_since, cutoff, first)
@@ -322,6 +383,10 @@ class _Branch:
         if not self.with_subscriber:
             return False
         kind = node.get("kind")
+        if self.at_top:
+            cutoff = self._since(value) if op == "within_days" else None
+            exists = self._activity_exists("o", op, cutoff, kind)
+            return _and([self._has_number(), exists])
         column = self.joins.received_kinds.setdefault(kind, f"last_{kind}" if kind else "last_at")
         cutoff = self._since(value) if op == "within_days" else None
         first = "o" not in self.joins.activity
@@ -376,62 +441,33 @@ class _Branch:
                 )
             )
         if joins.redeemed:
-            since, params = "", ()
-            if joins.redeemed_since is not None:
-                since, params = " AND created_at >= %s", (joins.redeemed_since,)
-            parts.append(
-                Frag(
-                    " LEFT JOIN (SELECT member_id, MAX(created_at) AS last_at"
-                    " FROM programs_redemption WHERE tenant_id = %s AND status <> %s"
-                    f"{since} GROUP BY member_id) r ON r.member_id = m.id",
-                    (tenant, RedemptionStatus.CANCELLED.value, *params),
-                )
-            )
+            parts.append(self._activity_join("r", joins.redeemed_since))
         for alias, since in joins.activity.items():
             parts.append(self._activity_join(alias, since))
         return Frag("".join(p.sql for p in parts), tuple(x for p in parts for x in p.params))
 
     def _activity_join(self, alias: str, since: datetime | None) -> Frag:
-        tenant = self.tenant.pk
-        if alias == "c":
-            table, at, where, params = (
-                "messaging_shortlink",
-                "first_clicked_at",
-                "first_clicked_at IS NOT NULL",
-                (),
-            )
-            columns, column_params = f"MAX({at}) AS last_at", ()
-        elif alias == "i":
-            table, at, where, params = (
-                "messaging_inboundmessage",
-                "created_at",
-                "kind = %s",
-                (InboundKind.REPLY.value,),
-            )
-            columns, column_params = f"MAX({at}) AS last_at", ()
-        else:
-            table, at, where, params = (
-                "messaging_outboundmessage",
-                "sent_at",
-                "status = ANY(%s) AND sent_at IS NOT NULL",
-                (RECEIVED_STATUSES,),
-            )
-            pieces, column_params = [], []
+        """The person's latest record (per kind for texts), since `since` (None: ever)."""
+        table, at, where, params, key = _ACTIVITY_SOURCES[alias]
+        columns, column_params = f"MAX(a.{at}) AS last_at", ()
+        if alias == "o":
+            pieces, kinds = [], []
             for kind, column in self.joins.received_kinds.items():
                 if kind is None:
-                    pieces.append(f"MAX(sent_at) AS {column}")
+                    pieces.append(f"MAX(a.{at}) AS {column}")
                 else:
-                    pieces.append(f"MAX(sent_at) FILTER (WHERE kind = %s) AS {column}")
-                    column_params.append(kind)
-            columns, column_params = ", ".join(pieces), tuple(column_params)
+                    pieces.append(f"MAX(a.{at}) FILTER (WHERE a.kind = %s) AS {column}")
+                    kinds.append(kind)
+            columns, column_params = ", ".join(pieces), tuple(kinds)
         if since is not None:
-            where += f" AND {at} >= %s"
+            where += f" AND a.{at} >= %s"
             params = (*params, since)
+        person = "m.id" if key == "member_id" else "s.id"
         return Frag(
-            f" LEFT JOIN (SELECT subscriber_id, {columns} FROM {table}"
-            f" WHERE tenant_id = %s AND {where} GROUP BY subscriber_id) {alias}"
-            f" ON {alias}.subscriber_id = s.id",
-            (*column_params, tenant, *params),
+            f" LEFT JOIN (SELECT a.{key}, {columns} FROM {table} a"
+            f" WHERE a.tenant_id = %s AND {where} GROUP BY a.{key}) {alias}"
+            f" ON {alias}.{key} = {person}",
+            (*column_params, self.tenant.pk, *params),
         )
 
 
@@ -444,12 +480,14 @@ class _Parts:
     """One branch's FROM … WHERE, or None when its predicate is constant FALSE."""
 
     from_where: Frag
-    joined: bool
+    joined: bool  # one row per (member, number) pair: s is in FROM
+    # One row per member: the lowest matching number's id (a correlated subquery), or NULL.
+    number: Frag = Frag("NULL::bigint")
 
 
 def _members_branch(tenant: Tenant, rules: dict, now: datetime, join: bool) -> _Parts | None:
     branch = _Branch(tenant=tenant, now=now, members=True, with_subscriber=join)
-    pred = branch.node(rules)
+    pred = branch.node(rules, top=True)
     if pred is False:
         return None
     joins = branch.join_sql()
@@ -491,8 +529,9 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
     their numbers does, or, having none, when the conditions hold without a number.
 
     Conditions on numbers become `m.id IN (numbers matching)`, a semi join like a
-    hand-written EXISTS; when having no number would match too, a per-member bool_or of the
-    numbers' answers. Returns _Parts, None (nobody matches) or _NOT_APPLICABLE (conditions
+    hand-written EXISTS; when having no number would match too, "no failing number without
+    a matching one", two anti joins like a hand-written NOT EXISTS (neither groups every
+    number by member). Returns _Parts, None (nobody matches) or _NOT_APPLICABLE (conditions
     mix a member's and a number's data below the top: the (m, s) pairs are needed)."""
     children = rules.get("all", [rules])
     member_part = [c for c in children if not _uses_sms_data(c)]
@@ -500,14 +539,20 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
     if not _pure_sms(sms_part):
         return _NOT_APPLICABLE
     outer = _Branch(tenant=tenant, now=now, members=True, with_subscriber=False)
-    member_pred = outer.node({"all": member_part})
+    member_pred = outer.node({"all": member_part}, top=True)
     without_number = outer.node(sms_part)  # constant: no member column in sms_part
-    numbers = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True, certain=True)
-    per_number = numbers.node(sms_part)
+
+    def numbers(*, failing: bool = False) -> tuple[Pred, Frag]:
+        """The numbers' own predicate (or its negation) and the joins it reads."""
+        branch = _Branch(tenant=tenant, now=now, members=True, with_subscriber=True, certain=True)
+        pred = _not(branch.node(sms_part)) if failing else branch.node(sms_part, top=True)
+        return pred, branch.join_sql()
+
+    per_number, joins = numbers()
     if member_pred is False or (per_number is False and without_number is False):
         return None
     tenant_id = tenant.pk
-    extra_join, number_pred = Frag(""), True
+    number_pred: Pred = True
     if per_number is False:  # only members without a number
         number_pred = Frag(
             "NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
@@ -518,22 +563,41 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
         number_where = _and(
             [Frag("s.tenant_id = %s AND s.member_id IS NOT NULL", (tenant_id,)), per_number]
         )
-        joins = numbers.join_sql()
         number_pred = Frag(
             f"m.id IN (SELECT s.member_id FROM messaging_subscriber s{joins.sql}"
             f" WHERE {number_where.sql})",
             (*joins.params, *number_where.params),
         )
     elif per_number is not True:  # a matching number, or none at all
-        joins = numbers.join_sql()
-        extra_join = Frag(
-            f" LEFT JOIN (SELECT s.member_id, bool_or({per_number.sql}) AS matched"
-            f" FROM messaging_subscriber s{joins.sql}"
-            " WHERE s.tenant_id = %s AND s.member_id IS NOT NULL GROUP BY s.member_id) sq"
-            " ON sq.member_id = m.id",
-            (*per_number.params, *joins.params, tenant_id),
+        failing, failing_joins = numbers(failing=True)
+        assert failing is not False  # per_number is not True
+        failing_where = _and(
+            [Frag("s.tenant_id = %s AND s.member_id IS NOT NULL", (tenant_id,)), failing]
         )
-        number_pred = Frag("COALESCE(sq.matched, TRUE)")
+        matching_where = _and(
+            [Frag("s.tenant_id = %s AND s.member_id = f.member_id", (tenant_id,)), per_number]
+        )
+        number_pred = Frag(
+            "NOT EXISTS (SELECT 1 FROM (SELECT s.member_id FROM messaging_subscriber"
+            f" s{failing_joins.sql} WHERE {failing_where.sql}) f WHERE f.member_id = m.id"
+            f" AND NOT EXISTS (SELECT 1 FROM messaging_subscriber s{joins.sql}"
+            f" WHERE {matching_where.sql}))",
+            (
+                *failing_joins.params,
+                *failing_where.params,
+                *joins.params,
+                *matching_where.params,
+            ),
+        )
+    number = Frag("NULL::bigint")
+    if per_number is not False:
+        lowest_where = _and(
+            [Frag("s.tenant_id = %s AND s.member_id = m.id", (tenant_id,)), per_number]
+        )
+        number = Frag(
+            f"(SELECT min(s.id) FROM messaging_subscriber s{joins.sql} WHERE {lowest_where.sql})",
+            (*joins.params, *lowest_where.params),
+        )
     pred = _and([member_pred, number_pred])
     member_joins = outer.join_sql()
     where = Frag("m.tenant_id = %s", (tenant_id,))
@@ -541,16 +605,17 @@ def _members_by_person(tenant: Tenant, rules: dict, now: datetime):
         where = Frag(f"{where.sql} AND {pred.sql}", (*where.params, *pred.params))
     return _Parts(
         Frag(
-            f"FROM programs_member m{member_joins.sql}{extra_join.sql} WHERE {where.sql}",
-            (*member_joins.params, *extra_join.params, *where.params),
+            f"FROM programs_member m{member_joins.sql} WHERE {where.sql}",
+            (*member_joins.params, *where.params),
         ),
         False,
+        number,
     )
 
 
 def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | None:
     branch = _Branch(tenant=tenant, now=now, members=False, with_subscriber=True, certain=True)
-    pred = branch.node(rules)
+    pred = branch.node(rules, top=True)
     if pred is False:
         return None
     joins = branch.join_sql()
@@ -566,12 +631,19 @@ def _subscribers_branch(tenant: Tenant, rules: dict, now: datetime) -> _Parts | 
     )
 
 
+def _members_part(tenant: Tenant, rules: dict, now: datetime) -> _Parts | None:
+    """One row per member where the tree allows it, else the (member, number) pairs."""
+    uses_sms_data = _uses_sms_data(rules)
+    members = _members_by_person(tenant, rules, now) if uses_sms_data else _NOT_APPLICABLE
+    if members is _NOT_APPLICABLE:
+        members = _members_branch(tenant, rules, now, join=uses_sms_data)
+    return members
+
+
 def count_sql(tenant: Tenant, rules: dict, now: datetime) -> Compiled:
     """SELECT the number of people matching."""
     parts = []
-    members = _members_by_person(tenant, rules, now) if _uses_sms_data(rules) else _NOT_APPLICABLE
-    if members is _NOT_APPLICABLE:
-        members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
+    members = _members_part(tenant, rules, now)
     if members is not None:
         counted = "count(DISTINCT m.id)" if members.joined else "count(*)"
         parts.append(
@@ -591,25 +663,38 @@ def count_sql(tenant: Tenant, rules: dict, now: datetime) -> Compiled:
 
 def people_sql(tenant: Tenant, rules: dict, now: datetime, limit: int) -> Compiled:
     """SELECT member_id, subscriber_id of up to `limit` matching people, newest first (a member
-    with several matching numbers once, with the lowest of them)."""
+    with several matching numbers once, with the lowest of them).
+
+    Each branch takes its own newest `limit` rows (sorted as the whole is), so only those
+    look up their number and the union sorts at most 2 × `limit` rows."""
     parts = []
-    members = _members_branch(tenant, rules, now, join=_uses_sms_data(rules))
+    members = _members_part(tenant, rules, now)
     if members is not None:
-        number = "s.id" if members.joined else "NULL::bigint"
-        parts.append(
-            Frag(
-                f"(SELECT DISTINCT ON (m.id) m.id AS member_id, {number} AS subscriber_id,"
-                f" m.created_at AS at {members.from_where.sql} ORDER BY m.id, {number})",
-                members.from_where.params,
+        if members.joined:  # pairs: the first of each member's is its lowest matching number
+            parts.append(
+                Frag(
+                    "(SELECT DISTINCT ON (m.created_at, m.id) m.id AS member_id,"
+                    f" s.id AS subscriber_id, m.created_at AS at {members.from_where.sql}"
+                    " ORDER BY m.created_at DESC, m.id DESC, s.id LIMIT %s)",
+                    (*members.from_where.params, limit),
+                )
             )
-        )
+        else:
+            parts.append(
+                Frag(
+                    f"(SELECT m.id AS member_id, {members.number.sql} AS subscriber_id,"
+                    f" m.created_at AS at {members.from_where.sql}"
+                    " ORDER BY m.created_at DESC, m.id DESC LIMIT %s)",
+                    (*members.number.params, *members.from_where.params, limit),
+                )
+            )
     subscribers = _subscribers_branch(tenant, rules, now)
     if subscribers is not None:
         parts.append(
             Frag(
                 "(SELECT NULL::bigint AS member_id, s.id AS subscriber_id, s.created_at AS at "
-                f"{subscribers.from_where.sql})",
-                subscribers.from_where.params,
+                f"{subscribers.from_where.sql} ORDER BY s.created_at DESC, s.id DESC LIMIT %s)",
+                (*subscribers.from_where.params, limit),
             )
         )
     if not parts:
