@@ -59,7 +59,7 @@ def phone(i: int) -> str:
 # --- helper process: the fake carrier --------------------------------------------------------
 
 
-def serve_fake(accounts: list[str]) -> None:
+def serve_fake(accounts: list[str], port: int) -> None:
     """FakeTwilio (as `python -m tests.fake_twilio` serves it), plus a line protocol on stdin
     so the benchmark can read the fake's receipt times: `times` → one JSON line, `reset`."""
     from tests.fake_twilio import FakeTwilio
@@ -67,7 +67,7 @@ def serve_fake(accounts: list[str]) -> None:
     # Its handler threads hand the interpreter lock on sooner: a request's receipt time is
     # taken by a thread that first has to get it (Python's default switch interval is 5 ms).
     sys.setswitchinterval(0.0005)
-    fake = FakeTwilio()
+    fake = FakeTwilio(port=port, reuse_port=True)
     for account in accounts:
         sid, _, token = account.partition(":")
         fake.add_account(sid, token)
@@ -97,41 +97,66 @@ def _raise_priority() -> None:
         os.nice(-10)
 
 
+# Processes serving the fake on one port (SO_REUSEPORT): a carrier's front end is many
+# machines; one Python process with a thread per connection would add its own queueing.
+FAKE_PROCESSES = 2
+
+
 class FakeCarrier:
-    """The fake in its own process, so it doesn't share a GIL with anything measured."""
+    """The fake in processes of its own, so it doesn't share a GIL with anything measured.
+    Receipt times are time.monotonic(), one clock for every process on the machine."""
 
-    def __init__(self):
-        self.process = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
-            [sys.executable, __file__, "--serve-fake", "--account", f"{ACCOUNT}:{TOKEN}"],
-            cwd=harness.ROOT,
-            # A real carrier has machines of its own; here it shares two cores with us, so it
-            # goes first when it has work (where the OS allows raising a priority).
-            preexec_fn=_raise_priority,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.base_url = self.process.stdout.readline().strip()
-        self.ps = psutil.Process(self.process.pid)
+    def __init__(self, processes: int = FAKE_PROCESSES):
+        self.processes, port = [], 0
+        for _ in range(processes):
+            process = subprocess.Popen(  # noqa: S603 - this script, fixed arguments
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve-fake",
+                    "--account",
+                    f"{ACCOUNT}:{TOKEN}",
+                    "--port",
+                    str(port),
+                ],
+                cwd=harness.ROOT,
+                # A real carrier has machines of its own; here it shares two cores with us, so
+                # it goes first when it has work (where the OS allows raising a priority).
+                preexec_fn=_raise_priority,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.processes.append(process)
+            self.base_url = process.stdout.readline().strip()
+            port = int(urlsplit(self.base_url).port)
+        self.ps = [psutil.Process(p.pid) for p in self.processes]
 
-    def _ask(self, command: str) -> str:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return self.process.stdout.readline()
+    def _ask(self, command: str) -> list[str]:
+        for process in self.processes:
+            process.stdin.write(command + "\n")
+            process.stdin.flush()
+        return [process.stdout.readline() for process in self.processes]
 
     def times(self) -> dict:
-        return json.loads(self._ask("times"))
+        answers = [json.loads(line) for line in self._ask("times")]
+        return {
+            "creates": [c for a in answers for c in a["creates"]],
+            "violations": sum(a["violations"] for a in answers),
+            "connections": sum(a["connections"] for a in answers),
+        }
 
     def reset(self) -> None:
         self._ask("reset")
 
     def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        return sum(t.user + t.system for t in (p.cpu_times() for p in self.ps))
 
     def stop(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        for process in self.processes:
+            process.stdin.close()
+        for process in self.processes:
+            process.wait(timeout=30)
 
 
 # --- helper process: one dispatcher ------------------------------------------------------------
@@ -576,12 +601,13 @@ def main() -> int:
     # Helper-process modes (the benchmark starts these itself).
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--account", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dispatcher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
-        serve_fake(args.account)
+        serve_fake(args.account, args.port)
         return 0
     if args.dispatcher:
         run_dispatcher(args.db, args.concurrency, args.profile_to)
@@ -644,7 +670,8 @@ def main() -> int:
         f"nproc {os.cpu_count()}, load average {load[0]:.2f} at start, {end_load[0]:.2f} at end"
     )
     print(
-        f"fake carrier alone (lean keep-alive client, 16 connections, 5 s): "
+        f"fake carrier alone ({FAKE_PROCESSES} processes; lean keep-alive client, "
+        "16 connections, 5 s): "
         f"{capacity[0]:,.0f} creates/s before, {capacity[1]:,.0f} after"
     )
     print(

@@ -468,6 +468,12 @@ class _Scheduler:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a benchmark opens many keep-alive connections at once
+    reuse_port = False
+
+    def server_bind(self):
+        if self.reuse_port:  # several processes serve one port; the kernel spreads connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def handle_error(self, request, client_address):
         # A client that gave up (the "timeout" behaviour) or hung up is not an error here.
@@ -554,6 +560,7 @@ class FakeTwilio:
         port: int = 0,
         spec_file: str | os.PathLike | None = None,
         callback_workers: int = 4,
+        reuse_port: bool = False,
     ):
         self.validator = CreateMessageValidator(load_spec(str(spec_file) if spec_file else None))
         # Knobs a test may set at any time.
@@ -581,7 +588,8 @@ class FakeTwilio:
         self._stopping = threading.Event()
 
         handler = type("FakeTwilioHandler", (_Handler,), {"fake": self})
-        self._server = _Server((host, port), handler)
+        server = type("FakeTwilioServer", (_Server,), {"reuse_port": reuse_port})
+        self._server = server((host, port), handler)
         self._scheduler = _Scheduler(callback_workers)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
