@@ -250,6 +250,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-due-texts": {"task": "messaging.tasks.dispatch_due", "schedule": 5},
     "sandbox-receipts": {"task": "messaging.tasks.sandbox_receipts", "schedule": 2},
     "settle-stale-sends": {"task": "messaging.tasks.settle_stale_sends", "schedule": 60},
+    # Scheduled campaigns at their moment, A/B winners after their wait, stalled launches.
+    "advance-campaigns": {"task": "automations.tasks.campaigns_advance", "schedule": 60},
     "purge-idempotency-records": {
         "task": "loyaltysms.tasks.purge_idempotency_records",
         "schedule": 60 * 60,
