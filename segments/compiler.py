@@ -295,11 +295,13 @@ class _Branch:
             return _nonnull("m.tier_id", "m.tier_id = %s", value)
         if op == "is_not":
             return Frag("m.tier_id IS DISTINCT FROM %s", (value,))
+        # ARRAY(…) runs once before the scan (an InitPlan, which parallel workers share);
+        # `IN (SELECT …)` would be a hashed SubPlan, which keeps the scan to one process.
         return _nonnull(
             "m.tier_id",
-            "m.tier_id IN (SELECT t.id FROM programs_tier t WHERE t.tenant_id = %s AND "
+            "m.tier_id = ANY(ARRAY(SELECT t.id FROM programs_tier t WHERE t.tenant_id = %s AND "
             "t.threshold >= (SELECT b.threshold FROM programs_tier b "
-            "WHERE b.tenant_id = %s AND b.id = %s))",
+            "WHERE b.tenant_id = %s AND b.id = %s)))",
             self.tenant.pk,
             self.tenant.pk,
             value,
