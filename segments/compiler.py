@@ -312,6 +312,15 @@ class _Branch:
 
     def _points_expiring(self, op, value, node) -> Pred:
         days = node["days"]
+        if self.at_top and (op, value) in (("gt", 0), ("gte", 1)):
+            # "Has points expiring": open lots hold at least one point each, so the sum is
+            # positive exactly when one exists; a semi join that stops at the first.
+            return Frag(
+                "EXISTS (SELECT 1 FROM programs_pointslot l WHERE l.tenant_id = %s"
+                " AND l.member_id = m.id AND l.remaining > 0 AND l.matured"
+                " AND l.expires_at > %s AND l.expires_at <= %s)",
+                (self.tenant.pk, self.now, self.now + days * DAY),
+            )
         column = self.joins.expiring_days.setdefault(days, f"d{len(self.joins.expiring_days)}")
         return self._compare(f"COALESCE(x.{column}, 0)", op, value)
 

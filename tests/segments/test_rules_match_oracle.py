@@ -13,15 +13,16 @@ from hypothesis import strategies as st
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import Member
 from segments import compiler
-from segments.rules import validate_rules
+from segments.rules import FIELDS, conditions, validate_rules
 from segments.selectors import (
+    SAMPLE_MAX,
     segment_count,
     segment_sample,
     segment_subscriber_ids_sql,
     segment_subscribers,
 )
 
-from .conftest import World, expected, person_key
+from .conftest import World, expected, holds, pairs, person_key
 
 pytestmark = pytest.mark.django_db
 
@@ -49,9 +50,43 @@ def numbers(world: World, rules: dict, *, subscribed_only: bool, now=None) -> li
         return [row[0] for row in cursor.fetchall()]
 
 
+def lowest_numbers(world: World, rules: dict, now) -> dict:
+    """Each matching person → their number (a member: the lowest id of their matching numbers;
+    None when matched without one or when the tree reads no SMS data), as the sample shows."""
+    reads_numbers = any(FIELDS[c["field"]].level == "subscriber" for c in conditions(rules))
+    lowest: dict = {}
+    for member, subscriber in pairs(world.data):
+        if holds(rules, member, subscriber, world.data, now, world.tenant):
+            key = person_key(member, subscriber)
+            shown = subscriber is not None and (reads_numbers or member is None)
+            number = subscriber.pk if shown else None
+            if key not in lowest or (number is not None and number < lowest[key]):
+                lowest[key] = number
+    return lowest
+
+
+def check_sample(world: World, rules: dict, now=None) -> None:
+    """The sample (all of it: the brand is smaller than SAMPLE_MAX) lists each matching person
+    once, newest first, with their lowest matching number."""
+    now = now or world.now
+    sample = segment_sample(world.tenant, rules, SAMPLE_MAX, now=now)
+    found = {
+        person_key(p.member, p.subscriber): p.subscriber.pk if p.subscriber else None
+        for p in sample
+    }
+    assert len(found) == len(sample), "a person listed twice"
+    assert found == lowest_numbers(world, rules, now), rules
+    order = [
+        (p.member.created_at, p.member.pk) if p.member else (p.subscriber.created_at, 0)
+        for p in sample
+    ]
+    assert [at for at, _ in order] == sorted((at for at, _ in order), reverse=True)
+
+
 def check(world: World, rules: dict, now=None) -> None:
     want = expected(world, rules, now)
     assert people(world, rules, now) == want.people, rules
+    check_sample(world, rules, now)
     assert segment_count(world.tenant, rules, now=now or world.now) == len(want.people), rules
     found = numbers(world, rules, subscribed_only=False, now=now)
     assert len(found) == len(set(found)), "a number listed twice"
@@ -201,6 +236,104 @@ def test_and_or_not_combinations_match_the_oracle(world, name):
     rules = COMBINATIONS[name](world.tiers)
     assert expected(world, rules).people, "the combination should match someone"
     check(world, rules)
+
+
+ACTIVITY_CASES = [
+    "redeemed ever",
+    "redeemed never",
+    "redeemed within 10 days",
+    "clicked ever",
+    "clicked never",
+    "clicked within 1 day",
+    "received within 10 days",
+    "received marketing ever",
+    "received never",
+    "replied within 30 days",
+    "replied ever",
+    "replied never",
+    "expiring 30 days gt 0",
+]
+
+
+@pytest.mark.parametrize("name", ACTIVITY_CASES)
+def test_activity_at_the_top_and_inside_a_group_agree(world, name):
+    """AND-ed at the top an activity condition is a (NOT) EXISTS; under `any` or `not` it reads
+    the grouped join. Both, beside a member condition and a number condition, match the
+    oracle."""
+    rule = cases(world.tiers)[name]
+    grouped = {"any": [rule]}
+    assert compiler.count_sql(world.tenant, validate_rules(rule), world.now).sql != (
+        compiler.count_sql(world.tenant, validate_rules(grouped), world.now).sql
+    )
+    for rules in (
+        rule,
+        grouped,
+        {"all": [{"field": "orders_count", "op": "gte", "value": 1}, rule]},
+        {"all": [{"field": "sms_status", "op": "is_not", "value": "pending"}, rule]},
+        {"all": [{"any": [{"field": "tags", "op": "has", "value": "vip"}]}, {"all": [rule]}]},
+    ):
+        check(world, rules)
+
+
+@pytest.mark.parametrize("value", [0, 1, 2, 99, 100, 101])
+def test_points_expiring_thresholds_at_the_top(world, value):
+    """ "Has points expiring" (gt 0, gte 1) is an EXISTS at the top; other amounts sum."""
+    for op in ("gt", "gte", "eq", "lt", "lte"):
+        check(world, {"field": "points_expiring", "op": op, "value": value, "days": 60})
+
+
+NUMBER_OR_NONE = {
+    # ann's API number fails, her checkout number matches: she is in.
+    "not from the api": {"not": {"field": "subscription_source", "op": "is", "value": "api"}},
+    # ann's checkout number fails, her API number matches: she is in.
+    "not from checkout": {"not": {"field": "subscription_source", "op": "is", "value": "checkout"}},
+    # both of ann's numbers fail: she is out; members without a number are in.
+    "not subscribed": {"not": {"field": "sms_status", "op": "is", "value": "subscribed"}},
+    "not clicked in 30 days": {"not": {"field": "clicked", "op": "within_days", "value": 30}},
+    "not replied, or not a sender": {
+        "any": [
+            {"not": {"field": "replied", "op": "ever"}},
+            {"field": "subscription_source", "op": "is", "value": "web_form"},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(NUMBER_OR_NONE))
+def test_a_matching_number_or_none_at_all(world, name):
+    """Number conditions that also hold without a number: a member is in with one matching
+    number, or none; one failing number doesn't keep out a member whose other number
+    matches."""
+    with tenant_scope(world.tenant):
+        ann = Member.objects.get(external_id="ann")
+        kim = Member.objects.get(external_id="kim")  # a member without a number
+    rules = {"all": [{"field": "tags", "op": "has", "value": "vip"}, NUMBER_OR_NONE[name]]}
+    want = expected(world, rules).people
+    assert ("member", kim.pk) in want
+    if name.startswith("not from"):
+        assert ("member", ann.pk) in want
+    if name == "not subscribed":
+        assert ("member", ann.pk) not in want
+    check(world, rules)
+
+
+def test_sample_shows_the_lowest_matching_number(world):
+    with tenant_scope(world.tenant):
+        ann = Member.objects.get(external_id="ann")
+    numbers_of_ann = sorted(s.pk for s in world.data["subscribers"] if s.member_id == ann.pk)
+    api = {"field": "subscription_source", "op": "is", "value": "api"}
+    vip_coffee = {"field": "tags", "op": "has_all", "value": ["vip", "coffee"]}
+    for rules, number in (
+        ({"all": [vip_coffee, api]}, numbers_of_ann[1]),
+        ({"all": [vip_coffee, {"not": api}]}, numbers_of_ann[0]),
+        ({"all": [vip_coffee, {"field": "sms_status", "op": "is", "value": "subscribed"}]}, None),
+        # member and number data mixed below the top: the (member, number) pairs path
+        ({"any": [{"all": [vip_coffee, api]}, {"all": [vip_coffee, {"not": api}]}]}, None),
+    ):
+        sample = segment_sample(world.tenant, rules, 10, now=world.now)
+        assert [p.member.pk for p in sample] == [ann.pk]
+        assert sample[0].subscriber.pk == (number or numbers_of_ann[0])
+        check(world, rules)
 
 
 def test_empty_groups_are_everyone_and_no_one(world):
