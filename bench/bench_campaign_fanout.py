@@ -308,7 +308,7 @@ def main() -> int:
         freeze, fan, whole, copy = (
             statistics.median(x) for x in (freezes, fan_outs, launches, copies)
         )
-        rows = args.members
+        rows = args.members * (2 if args.link else 1)  # a text (and a link) a recipient
         ratio_fan = statistics.median(c / f for c, f in zip(copies, fan_outs, strict=True))
         ratio_launch = statistics.median(c / f for c, f in zip(copies, launches, strict=True))
         what = "texts + tracked links" if args.link else "texts"

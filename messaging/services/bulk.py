@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from messaging import encoding, rendering
 from messaging.models import MessageKind, MessagingSettings
-from messaging.services.outbound import check_template, new_code, short_url
+from messaging.services.outbound import CODE_LENGTH, check_template, new_code, short_url
 from programs.models import Member
 from programs.selectors import personalization
 from programs.services.program import program_get
@@ -225,16 +226,26 @@ def stage_messages(
 class LinkShortener:
     """shorten() for the texts of a chunk: each URL of each text gets a fresh code (set
     `subscriber_id` before composing a recipient's text); the links are collected for
-    staging."""
+    staging. Codes are drawn like outbound.new_code's (uniform over letters and digits, from
+    the secrets module) but many at a time: token_urlsafe's 64 characters less "-" and "_"
+    leave the 62 uniform."""
 
     def __init__(self) -> None:
         self.links: list[tuple[int, str, str]] = []
         self.subscriber_id = 0
+        self._pool = ""
         # short_url(code) is this prefix and the code (one reverse() instead of one a link).
         sample = new_code()
         self.prefix = short_url(sample)[: -len(sample)]
 
+    def new_code(self) -> str:
+        if len(self._pool) < CODE_LENGTH:
+            raw = secrets.token_urlsafe(CODE_LENGTH * 600)
+            self._pool = raw.replace("-", "").replace("_", "")
+        code, self._pool = self._pool[:CODE_LENGTH], self._pool[CODE_LENGTH:]
+        return code
+
     def __call__(self, url: str) -> str:
-        code = new_code()
+        code = self.new_code()
         self.links.append((self.subscriber_id, code, url))
         return self.prefix + code

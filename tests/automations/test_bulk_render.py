@@ -12,8 +12,13 @@ from hypothesis import strategies as st
 from loyaltysms.tenancy.context import tenant_scope
 from messaging import encoding
 from messaging.models import MessageKind, MessagingSettings
-from messaging.services.bulk import BulkComposer, recipient_values, segment_info_fast
-from messaging.services.outbound import compose
+from messaging.services.bulk import (
+    BulkComposer,
+    LinkShortener,
+    recipient_values,
+    segment_info_fast,
+)
+from messaging.services.outbound import CODE_ALPHABET, CODE_LENGTH, compose
 from programs.models import Member
 from programs.selectors import personalization
 
@@ -107,3 +112,12 @@ def test_set_based_values_equal_the_personalization_selector(audience):
         wanted = expected[member_id]
         assert fast[subscriber_id] == {tag: wanted[tag] for tag in row_tags}
         assert full[subscriber_id] == wanted
+
+
+def test_pooled_link_codes_look_like_single_ones():
+    shortener = LinkShortener()
+    codes = [shortener.new_code() for _ in range(5000)]
+    assert len(set(codes)) == len(codes)
+    assert all(len(c) == CODE_LENGTH and set(c) <= set(CODE_ALPHABET) for c in codes)
+    # Every letter and digit turns up (uniform over 62: each ~565 times in 35,000).
+    assert set("".join(codes)) == set(CODE_ALPHABET)
