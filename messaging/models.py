@@ -307,6 +307,12 @@ class OutboundMessage(TenantOwnedModel):
                 name="outbound_marketing_sent",
             ),
             models.Index(fields=["tenant", "-created_at"], name="outbound_tenant_created"),
+            # Segments: "received within N days" reads only the window's texts.
+            models.Index(
+                fields=["tenant", "sent_at"],
+                condition=Q(sent_at__isnull=False),
+                name="outbound_tenant_sent",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -342,7 +348,15 @@ class InboundMessage(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "carrier_sid"], name="inbound_sid_once"),
         ]
-        indexes = [models.Index(fields=["tenant", "subscriber", "-id"], name="inbound_subscriber")]
+        indexes = [
+            models.Index(fields=["tenant", "subscriber", "-id"], name="inbound_subscriber"),
+            # Segments: "replied within N days" reads only the window's replies.
+            models.Index(
+                fields=["tenant", "created_at"],
+                condition=Q(kind="reply"),
+                name="inbound_tenant_reply",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} from {self.from_number}"
@@ -365,6 +379,12 @@ class ShortLink(TenantOwnedModel):
         indexes = [
             models.Index(fields=["tenant", "subscriber"], name="shortlink_tenant_subscriber"),
             models.Index(fields=["tenant", "message_dedupe_key"], name="shortlink_tenant_message"),
+            # Segments: "clicked within N days" reads only the window's clicks.
+            models.Index(
+                fields=["tenant", "first_clicked_at"],
+                condition=Q(first_clicked_at__isnull=False),
+                name="shortlink_tenant_clicked",
+            ),
         ]
 
     def __str__(self) -> str:
