@@ -344,15 +344,16 @@ def _fan_out(
             last, read, created, skipped = writer.chunk(cursor, after, chunk)
             if not read:
                 return True
-            Campaign.objects.unscoped().filter(pk=campaign.pk).update(
-                **{cursor_field: last},
-                created_count=locked.created_count + created,
-                skipped_count=locked.skipped_count + skipped,
-                # On the caller's clock, advanced by the real time spent (a scan takes a
-                # launch that stops advancing for stalled).
-                progress_at=now + timedelta(seconds=monotonic.monotonic() - started),
-                updated_at=now,
-            )
+            with tenant_scope(campaign.tenant):
+                Campaign.objects.filter(pk=campaign.pk).update(
+                    **{cursor_field: last},
+                    created_count=locked.created_count + created,
+                    skipped_count=locked.skipped_count + skipped,
+                    # On the caller's clock, advanced by the real time spent (a scan takes a
+                    # launch that stops advancing for stalled).
+                    progress_at=now + timedelta(seconds=monotonic.monotonic() - started),
+                    updated_at=now,
+                )
             if created:
                 dispatch_soon()
             done += 1

@@ -275,7 +275,7 @@ def test_local_time_mode_sends_at_that_time_in_each_recipients_zone(audience):
 
 def test_a_scheduled_campaign_waits_for_its_time(audience):
     at = NOON + timedelta(hours=3)
-    campaign = make_campaign(audience, send_mode="at", send_at=at)
+    campaign = make_campaign(audience, send_mode="at", send_at=at, expires_hours=2)
     assert (campaign.tenant_id, campaign.pk) not in campaigns_due(NOON)
     assert campaign_advance(campaign=campaign, now=NOON)
     assert texts_of(audience.tenant, campaign) == []
@@ -284,6 +284,7 @@ def test_a_scheduled_campaign_waits_for_its_time(audience):
     texts = texts_of(audience.tenant, campaign)
     assert len(texts) == len(audience.subscribed)
     assert {t.send_after for t in texts} == {at}
+    assert {t.expires_at for t in texts} == {at + timedelta(hours=2)}
 
 
 def test_cancel_mid_send_cancels_every_text_not_yet_sent(audience):
