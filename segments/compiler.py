@@ -16,6 +16,14 @@ negation), or to a constant that folds through its groups. Conditions over other
 per table, LEFT JOINed on the member or subscriber, with the widest window any condition
 needs; the conditions then compare its columns. Joins plan as hash joins however the
 conditions nest under OR and NOT, where EXISTS and IN would become per-row subplans.
+Except at the top: a condition AND-ed directly into the WHERE clause (the root, or an item
+of an `all` there) that only asks whether a record exists (redeemed, clicked, received,
+replied: ever, never, within N days; points expiring > 0) is a (NOT) EXISTS, which the
+planner turns into a semi or anti join, as a person would write it.
+
+When the tree is member conditions AND conditions on the numbers alone, the members branch
+is one row per member (see _members_by_person), for the count and the sample alike; the
+sample then looks up each listed member's lowest matching number only for its `limit` rows.
 
 Scoping: this is raw SQL, outside the tenant-scoped managers, so every table in it carries
 `tenant_id = %s` with the brand's id. Identifiers come from the constants here; every value
