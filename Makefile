@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments lock clean
+.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns lock clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,7 @@ seed: $(STAMP)
 	$(PY) manage.py seed_demo
 
 ## bench: the benchmarks in bench/ (each measures its baseline in the same run)
-bench: bench-orders bench-expiry bench-stop bench-dispatch bench-segments
+bench: bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns
 
 bench-orders: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_order_ingest.py $(BENCH_ARGS)
@@ -59,6 +59,9 @@ bench-dispatch: $(STAMP)
 
 bench-segments: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_segment_count.py $(BENCH_ARGS)
+
+bench-campaigns: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_campaign_fanout.py $(BENCH_ARGS)
 
 # Prints pyproject's runtime dependencies, or an optional group's.
 define DEPS
