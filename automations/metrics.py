@@ -3,8 +3,8 @@ campaign's test group up to a moment (higher is better).
 
 `clicks` is here: the share of a variant's test recipients who clicked a tracked link of their
 text (unique clickers; link-preview fetches are never counted, messaging/links.py). `orders`
-and `revenue` belong to the attribution module and are registered by it
-(register_winner_metric) once it exists; until then a campaign can't choose them.
+and `revenue` come from attributions and are registered by automations/stats.py (loaded when
+the app is ready).
 """
 
 from __future__ import annotations

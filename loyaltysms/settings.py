@@ -252,6 +252,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "settle-stale-sends": {"task": "messaging.tasks.settle_stale_sends", "schedule": 60},
     # Scheduled campaigns at their moment, A/B winners after their wait, stalled launches.
     "advance-campaigns": {"task": "automations.tasks.campaigns_advance", "schedule": 60},
+    # New orders credited to the click or delivered text that earned them.
+    "attribute-orders": {"task": "messaging.tasks.attribute_orders", "schedule": 60},
     "purge-idempotency-records": {
         "task": "loyaltysms.tasks.purge_idempotency_records",
         "schedule": 60 * 60,

@@ -12,7 +12,7 @@ from django.db.models import Q
 from phonenumber_field.modelfields import PhoneNumberField
 
 from loyaltysms.models import TenantOwnedModel
-from programs.models import ImportStatus, Member
+from programs.models import ImportStatus, Member, Order
 
 
 def default_join_keywords() -> list[str]:
@@ -57,6 +57,14 @@ class MessagingSettings(TenantOwnedModel):
     price_per_segment = models.DecimalField(
         max_digits=8, decimal_places=5, default=Decimal("0.00830")
     )
+    # Attribution (messaging/attribution.py): an order within this many days after a click on
+    # a tracked link, or else within this many hours after a delivered text (0: never).
+    attribution_click_days = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(30)]
+    )
+    attribution_delivery_hours = models.PositiveSmallIntegerField(
+        default=24, validators=[MaxValueValidator(7 * 24)]
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -72,6 +80,11 @@ class MessagingSettings(TenantOwnedModel):
             models.CheckConstraint(
                 condition=Q(cap_hours__gte=models.F("cap_messages") * 12),
                 name="messaging_cap_not_looser",
+            ),
+            models.CheckConstraint(
+                condition=Q(attribution_click_days__range=(1, 30))
+                & Q(attribution_delivery_hours__lte=7 * 24),
+                name="messaging_attribution_windows",
             ),
         ]
 
@@ -389,6 +402,40 @@ class ShortLink(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.code
+
+
+class AttributionKind(models.TextChoices):
+    CLICK = "click", "Click"
+    DELIVERY = "delivery", "Delivery"
+
+
+class Attribution(TenantOwnedModel):
+    """An order credited to one marketing text (messaging/attribution.py): once per order,
+    written by the attribution scan. `source`/`source_ref` are the text's, copied so a
+    campaign's or flow's results are one index range; `revenue` is the order's net of refunds
+    (kept current by the scan)."""
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    kind = models.CharField(max_length=8, choices=AttributionKind.choices)
+    source = models.CharField(max_length=20)
+    source_ref = models.CharField(max_length=100, blank=True)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2)
+    placed_at = models.DateTimeField()  # the order's
+    touched_at = models.DateTimeField()  # the click or the delivery it is credited to
+    attributed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "source", "source_ref"], name="attribution_source"),
+            models.Index(fields=["tenant", "placed_at"], name="attribution_tenant_placed"),
+            models.Index(fields=["tenant", "message"], name="attribution_tenant_message"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id} by {self.kind} of message {self.message_id}"
 
 
 class SubscriberImport(TenantOwnedModel):

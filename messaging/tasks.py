@@ -8,6 +8,7 @@ from django.utils import timezone
 from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
 from loyaltysms.tenancy.tasks import tenant_task
+from messaging.attribution import attribute_recent_orders
 from messaging.services.dispatch import dispatch_due as dispatch
 from messaging.services.dispatch import sending_settle_stale, unknown_reconcile
 from messaging.services.imports import subscriber_import_run
@@ -50,3 +51,9 @@ def sandbox_receipts() -> int:
 def import_subscribers(tenant: Tenant, import_id: int) -> None:
     """A dashboard CSV of consented numbers, imported while the page shows progress."""
     subscriber_import_run(tenant=tenant, import_id=import_id, now=timezone.now())
+
+
+@shared_task(route_queue=Queue.SCANS.value)
+def attribute_orders() -> int:
+    """Beat's entry (every minute): credit new orders to the texts that earned them."""
+    return attribute_recent_orders(now=timezone.now())
