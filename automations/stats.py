@@ -7,7 +7,7 @@ Definitions (the same for a campaign and for the brand):
 - unique clicks: texts with a tracked link clicked at least once; CTR = unique clicks /
   delivered.
 - replies and opt-outs: texts whose number replied / opted out within the brand's click
-  window after the text was sent (brand-wide: those in the period); rates over delivered.
+  window after the text was sent; rates over delivered.
 - attributed orders and revenue (net of refunds); conversion rate = orders / delivered.
 - cost = segments of the sent texts × the brand's price per segment; ROI = (revenue - cost) /
   cost.
@@ -102,8 +102,8 @@ TENANT_ATTRIBUTED = """
 SELECT count(*), coalesce(sum(revenue), 0) FROM messaging_attribution
 WHERE tenant_id = %(tenant)s AND placed_at >= %(start)s AND placed_at < %(end)s
 """
-# Per day in the brand's zone: marketing texts sent and delivered, unique clicks, opt-outs,
-# attributed orders and revenue.
+# Per day in the brand's zone: marketing texts sent and delivered, unique clicks, list growth
+# (numbers subscribed, opted out, the difference), attributed orders and revenue.
 TENANT_DAILY = """
 WITH texts AS (
     SELECT (o.created_at AT TIME ZONE %(zone)s)::date AS day,
@@ -117,10 +117,12 @@ WITH texts AS (
     WHERE o.tenant_id = %(tenant)s AND o.kind = %(marketing)s
       AND o.created_at >= %(start)s AND o.created_at < %(end)s
     GROUP BY 1
-), opt_outs AS (
-    SELECT (c.created_at AT TIME ZONE %(zone)s)::date AS day, count(*) AS opt_outs
+), consent AS (
+    SELECT (c.created_at AT TIME ZONE %(zone)s)::date AS day,
+           count(*) FILTER (WHERE c.action = ANY(%(joined)s)) AS joined,
+           count(*) FILTER (WHERE c.action = %(opt_out)s) AS opt_outs
     FROM messaging_consentrecord c
-    WHERE c.tenant_id = %(tenant)s AND c.action = %(opt_out)s
+    WHERE c.tenant_id = %(tenant)s AND (c.action = ANY(%(joined)s) OR c.action = %(opt_out)s)
       AND c.created_at >= %(start)s AND c.created_at < %(end)s
     GROUP BY 1
 ), orders AS (
@@ -131,8 +133,10 @@ WITH texts AS (
     GROUP BY 1
 )
 SELECT day, coalesce(t.sent, 0), coalesce(t.delivered, 0), coalesce(t.clicks, 0),
-       coalesce(x.opt_outs, 0), coalesce(r.orders, 0), coalesce(r.revenue, 0)
-FROM texts t FULL JOIN opt_outs x USING (day) FULL JOIN orders r USING (day)
+       coalesce(x.joined, 0), coalesce(x.opt_outs, 0),
+       coalesce(x.joined, 0) - coalesce(x.opt_outs, 0),
+       coalesce(r.orders, 0), coalesce(r.revenue, 0)
+FROM texts t FULL JOIN consent x USING (day) FULL JOIN orders r USING (day)
 ORDER BY day
 """
 
@@ -275,12 +279,29 @@ def tenant_stats(tenant: Tenant, start: datetime, end: datetime) -> Stats:
     return _stats(tenant, texts, attributed)
 
 
-DAILY_COLUMNS = ("day", "sent", "delivered", "unique_clicks", "opt_outs", "orders", "revenue")
+DAILY_COLUMNS = (
+    "day",
+    "sent",
+    "delivered",
+    "unique_clicks",
+    "subscribed",
+    "opt_outs",
+    "list_growth",
+    "orders",
+    "revenue",
+)
+# Consent records that add a number to the list (a pending double opt-in does not yet).
+JOINED = (ConsentAction.OPT_IN, ConsentAction.OPT_IN_CONFIRMED, ConsentAction.IMPORTED)
 
 
 def tenant_daily(tenant: Tenant, start: datetime, end: datetime) -> list[tuple]:
     """Per day in the brand's zone (days with anything): DAILY_COLUMNS."""
-    params = _params(tenant) | {"start": start, "end": end, "zone": tenant.timezone}
+    params = _params(tenant) | {
+        "start": start,
+        "end": end,
+        "zone": tenant.timezone,
+        "joined": [a.value for a in JOINED],
+    }
     with connection.cursor() as cursor:
         cursor.execute(TENANT_DAILY, params)
         return cursor.fetchall()

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -28,13 +29,20 @@ from automations.stats import (
 )
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.attribution import attribute_orders, attribute_recent_orders
-from messaging.models import Attribution, MessagingSettings, OutboundMessage, ShortLink
+from messaging.models import (
+    Attribution,
+    ConsentRecord,
+    MessagingSettings,
+    OutboundMessage,
+    ShortLink,
+)
 from messaging.services.dispatch import dispatch_due
 from messaging.services.setup import messaging_settings_get
 from messaging.services.status import sandbox_receipts_deliver
 from messaging.services.subscribers import Evidence, subscriber_opt_out
 from programs.models import Member, Order
 from programs.services.orders import order_record, refund_record
+from segments.models import Segment
 
 from .conftest import NOON, click, recipients_of, subscriber, texts_of
 from .test_ab import VARIANTS, decision_time, variants_of
@@ -273,9 +281,23 @@ def test_ab_winner_by_revenue_goes_to_the_remainder_once(audience):
             assert text.body.startswith(VARIANTS[2].body.split(" at ")[0])
 
 
-def test_campaign_stats_add_up_on_a_small_campaign(audience, django_capture_on_commit_callbacks):
+def outsider_campaign(charlie_brand):
+    """The outsider's own campaign to its own look-alike people."""
+    tenant = charlie_brand.tenant
+    with tenant_scope(tenant):
+        segments = {s.name: s for s in Segment.objects.all()}
+    outsider = SimpleNamespace(
+        tenant=tenant, everyone=segments["Everyone"], staff=segments["Staff"]
+    )
+    return launched(outsider)
+
+
+def test_campaign_stats_add_up_on_a_small_campaign(
+    audience, charlie_brand, django_capture_on_commit_callbacks
+):
     tenant = audience.tenant
     campaign = launched(audience)
+    theirs = outsider_campaign(charlie_brand)
     sent_and_delivered(django_capture_on_commit_callbacks, campaign)
     texts = texts_of(tenant, campaign)
     members = members_only(audience, audience.subscribed)
@@ -322,9 +344,19 @@ def test_campaign_stats_add_up_on_a_small_campaign(audience, django_capture_on_c
     everything = tenant_stats(tenant, LONG_AGO, timezone.now() + timedelta(days=1))
     assert (everything.attributed_orders, everything.revenue) == (1, Decimal("120.00"))
     assert "attributed_orders,1" in tenant_stats_csv(tenant, LONG_AGO, everything_end())
+    outsider = campaign_stats(charlie_brand.tenant, theirs)
+    assert outsider.sent == len(texts_of(charlie_brand.tenant, theirs)) > 0
+    assert (outsider.unique_clicks, outsider.attributed_orders, outsider.opt_outs) == (0, 0, 0)
     daily = tenant_daily(tenant, LONG_AGO, everything_end())
     assert sum(row[1] for row in daily) == stats.sent
-    assert sum(row[5] for row in daily) == 1
+    assert sum(row[7] for row in daily) == 1
+    # List growth: every consent record that added or removed a number, counted independently.
+    with tenant_scope(tenant):
+        actions = Counter(ConsentRecord.objects.values_list("action", flat=True))
+    joined = actions["opt_in"] + actions["opt_in_confirmed"] + actions["imported"]
+    assert sum(row[4] for row in daily) == joined > 0
+    assert sum(row[5] for row in daily) == actions["opt_out"] >= 2  # the fixture's and ours
+    assert all(row[6] == row[4] - row[5] for row in daily)
 
 
 def everything_end() -> datetime:
