@@ -154,11 +154,16 @@ def segments(tiers: dict[str, int], tenant_id: int, now: datetime) -> list[tuple
                     {"not": {"field": "sms_status", "op": "is", "value": "unsubscribed"}},
                 ]
             },
+            # The segment's question: no number at all, or a number that isn't unsubscribed
+            # (a member with one subscribed and one unsubscribed number is in). Written the
+            # fastest way found by hand: no unsubscribed number without a passing one.
             "SELECT count(*) FROM programs_member m WHERE m.tenant_id = %s"
             " AND (m.tier_id IN (%s, %s) OR m.tags @> ARRAY['vip']::varchar[])"
             " AND NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
-            " AND s.member_id = m.id AND s.status = 'unsubscribed')",
-            (tenant_id, tiers["Gold"], tiers["VIP"], tenant_id),
+            " AND s.member_id = m.id AND s.status = 'unsubscribed'"
+            " AND NOT EXISTS (SELECT 1 FROM messaging_subscriber p WHERE p.tenant_id = %s"
+            " AND p.member_id = m.id AND p.status <> 'unsubscribed'))",
+            (tenant_id, tiers["Gold"], tiers["VIP"], tenant_id, tenant_id),
         ),
         (
             "subscribers who aren't members",
@@ -207,8 +212,10 @@ def samples(tiers: dict[str, int], tenant_id: int, now: datetime) -> dict[str, t
             " WHERE m.tenant_id = %s"
             " AND (m.tier_id IN (%s, %s) OR m.tags @> ARRAY['vip']::varchar[])"
             " AND NOT EXISTS (SELECT 1 FROM messaging_subscriber s WHERE s.tenant_id = %s"
-            " AND s.member_id = m.id AND s.status = 'unsubscribed')" + newest,
-            (tenant_id, tenant_id, tiers["Gold"], tiers["VIP"], tenant_id),
+            " AND s.member_id = m.id AND s.status = 'unsubscribed'"
+            " AND NOT EXISTS (SELECT 1 FROM messaging_subscriber p WHERE p.tenant_id = %s"
+            " AND p.member_id = m.id AND p.status <> 'unsubscribed'))" + newest,
+            (tenant_id, tenant_id, tiers["Gold"], tiers["VIP"], tenant_id, tenant_id),
         ),
         "subscribers who aren't members": (
             "SELECT NULL::bigint, s.id FROM messaging_subscriber s WHERE s.tenant_id = %s"
