@@ -183,6 +183,9 @@ class Member(TenantOwnedModel):
                 fields=["tenant", "birthday_month", "birthday_day"], name="member_tenant_birthday"
             ),
             models.Index(fields=["tenant", "tier_review_at"], name="member_tenant_tier_review"),
+            # Newest members first (segment samples, the members list); created_at never
+            # changes, so balance updates stay heap-only.
+            models.Index(fields=["tenant", "-created_at", "-id"], name="member_tenant_newest"),
         ]
 
     def __str__(self) -> str:
