@@ -214,9 +214,28 @@ def test_another_brands_orders_never_match(audience, charlie_brand):
         now=timezone.now(),
         placed_at=timezone.now() + timedelta(minutes=1),
     ).order
-    assert attribute_recent_orders(now=timezone.now()) == 0
+    ours = order(tenant, buyer, timezone.now() + timedelta(minutes=2))
+    # The beat scan: every brand in one statement, each order only with its own brand's texts.
+    assert attribute_recent_orders(now=timezone.now()) == 1
     assert attributions(charlie_brand.tenant) == {}
+    assert list(attributions(tenant)) == [ours.pk]
     assert outsider_order.pk not in attributions(tenant)
+
+
+def test_each_brand_has_its_own_windows(audience):
+    tenant = audience.tenant
+    # Not on the settings page yet: set as a brand would once it is.
+    messaging_settings_get(tenant)  # the brand's row, created on first use
+    with tenant_scope(tenant):
+        MessagingSettings.objects.update(attribution_click_days=1, attribution_delivery_hours=0)
+    campaign = launched(audience)
+    first, second = members_only(audience, audience.subscribed)[:2]
+    click(tenant, first, campaign)
+    click(tenant, second, campaign)
+    kept = order(tenant, first, clicked_at(tenant, first, campaign) + timedelta(hours=23))
+    order(tenant, second, clicked_at(tenant, second, campaign) + timedelta(days=2))
+    assert attribute_recent_orders(now=timezone.now()) == 1
+    assert list(attributions(tenant)) == [kept.pk]
 
 
 def test_the_windows_are_validated_with_sensible_defaults(audience):
