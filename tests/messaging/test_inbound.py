@@ -331,7 +331,8 @@ def test_stop_waits_for_a_send_holding_the_subscriber(alice_brand, phone):
 
 def our_wakeups() -> list[bytes]:
     """The dispatcher wake-ups this process has in the broker (no worker takes them here)."""
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    # The broker is REDIS_URL's Redis (kombu spells a socket differently from redis-py).
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
     origin = f"gen{os.getpid()}@{socket.gethostname()}"
     found = []
     for raw in client.lrange(Queue.DISPATCH.value, 0, -1):
@@ -358,6 +359,7 @@ def test_a_burst_of_queued_texts_wakes_the_dispatcher_at_once_and_once_more():
     # One more for the texts queued after the first wake-up, at the interval's end.
     after = our_wakeups()
     assert len(after) == len(before) + 2
-    client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    # The broker is REDIS_URL's Redis (kombu spells a socket differently from redis-py).
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
     for raw in after[len(before) :]:
         client.lrem(Queue.DISPATCH.value, 1, raw)
