@@ -309,6 +309,12 @@ class OutboundMessage(TenantOwnedModel):
                 condition=Q(status__in=["queued", "deferred"]),
                 name="outbound_due",
             ),
+            # Its answers to people, claimed before a campaign's backlog.
+            models.Index(
+                fields=["sender", "send_after", "id"],
+                condition=Q(status__in=["queued", "deferred"], kind="transactional"),
+                name="outbound_due_transactional",
+            ),
             models.Index(
                 fields=["sending_at"], condition=Q(status="sending"), name="outbound_in_flight"
             ),

@@ -30,6 +30,7 @@ TWILIO_HOST = "https://api.twilio.com"
 TIMEOUT = 10
 VALIDITY_MAX = 36000  # Twilio's limit, seconds
 CONCURRENT_REQUESTS = 100  # per account, Twilio's default limit
+CONNECT_TIMEOUT = 5  # seconds to get a connection (from the pool, or a new one)
 
 # compliance.md, Carrier errors.
 OPTED_OUT = {"21610"}
@@ -90,7 +91,9 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
             params=params,
             data=data,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout or TIMEOUT),
+            # A connection not made within CONNECT_TIMEOUT raises ConnectionTimeoutError: the
+            # request never left, so the text is retried rather than left unknown.
+            timeout=aiohttp.ClientTimeout(total=timeout or TIMEOUT, connect=CONNECT_TIMEOUT),
             allow_redirects=allow_redirects,
         ) as response:
             return Response(response.status, await response.text(), response.headers)

@@ -173,11 +173,13 @@ class _Run:
         with self.lock:
             self.report.add(result)
 
-    def claim(self, sender_id: int, size: int) -> list[OutboundMessage]:
+    def claim(self, sender_id: int, size: int) -> list[OutboundMessage] | None:
+        """The next batch to send (empty when the gate deferred or refused all it claimed);
+        None when nothing is due or the run is over."""
         if self.over():
-            return []
+            return None
         counted = DispatchReport()
-        claimed = _claim(self.now(), size, counted, sender_ids=[sender_id]) or []
+        claimed = _claim(self.now(), size, counted, sender_ids=[sender_id])
         with self.lock:
             self.batches += 1
         self.add(counted)
@@ -224,9 +226,11 @@ class _Run:
             size = max(1, min(self.batch, math.ceil(sender.mps * CHUNK_SECONDS)))
 
             def lane() -> None:
-                while messages := self.claim(sender.pk, size):
-                    lease.renew()
-                    self.add(_send_batch(messages, sender, pacer, self.now))
+                # A lease lost (this process stalled past its time to live) may be another
+                # dispatcher's now: stop rather than pace the sender twice.
+                while lease.renew() and (messages := self.claim(sender.pk, size)) is not None:
+                    if messages:
+                        self.add(_send_batch(messages, sender, pacer, self.now))
 
             if lanes <= 1:
                 lane()
@@ -300,14 +304,25 @@ CROSS JOIN LATERAL (
     SELECT m.id, m.send_after
     FROM messaging_outboundmessage m
     WHERE m.sender_id = s.id AND m.status IN ('queued', 'deferred') AND m.send_after <= %s
+      {also}
     ORDER BY m.send_after, m.id
-    LIMIT least(greatest(1, s.mps * %s), %s)
+    LIMIT greatest(0, least(greatest(1, s.mps * %s), %s) - (
+        SELECT count(*) FROM messaging_outboundmessage t
+        WHERE t.id = ANY(%s::bigint[]) AND t.sender_id = s.id
+    ))
     FOR UPDATE OF m SKIP LOCKED
 ) due
 WHERE %s::bigint[] IS NULL OR s.id = ANY(%s::bigint[])
 ORDER BY due.send_after, due.id
 LIMIT %s
 """
+# Answers to people (opt-out and opt-in confirmations, HELP, order updates) go before a
+# campaign's backlog on the same sender: a STOP's confirmation may not wait behind 10,000
+# marketing texts. The partial index outbound_due_transactional finds them without walking
+# the backlog.
+CLAIM_TRANSACTIONAL = CLAIM_DUE.format(also="AND m.kind = 'transactional' AND %s::bool")
+# Rows this transaction locked already aren't skipped by SKIP LOCKED: left out by id.
+CLAIM_ANY = CLAIM_DUE.format(also="AND m.id <> ALL(%s::bigint[])")
 
 
 def _claim(
@@ -319,8 +334,18 @@ def _claim(
         with connection.cursor() as cursor:
             # Each sender's share is capped at the batch too: rows the lateral part locks are
             # held until this claim commits, and concurrent claims must find the rest.
-            cursor.execute(CLAIM_DUE, [now, CLAIM_SECONDS, batch, sender_ids, sender_ids, batch])
+            cursor.execute(
+                CLAIM_TRANSACTIONAL,
+                [now, True, CLAIM_SECONDS, batch, [], sender_ids, sender_ids, batch],
+            )
             ids = [row[0] for row in cursor.fetchall()]
+            if len(ids) < batch:
+                # Each sender's share counts what it got above.
+                cursor.execute(
+                    CLAIM_ANY,
+                    [now, ids, CLAIM_SECONDS, batch, ids, sender_ids, sender_ids, batch - len(ids)],
+                )
+                ids += [row[0] for row in cursor.fetchall()]
         if not ids:
             return None
         # WARNING: every tenant's due texts; each is then handled in its own tenant's scope.
@@ -520,7 +545,35 @@ def _send_batch(
     """Hand a claimed batch of one sender's texts to its carrier, paced, and record the
     outcomes — all in one transaction that holds the subscribers' rows (see the module doc)."""
     report = DispatchReport()
-    with tenant_scope(sender.tenant), transaction.atomic(), connection.cursor() as cursor:
+    # Once requests may have left, a failure leaves the texts `sending` (then `unknown`).
+    progress = {"handed_over": False}
+    try:
+        with tenant_scope(sender.tenant):
+            opted_out = _send_locked(messages, sender, pacer, clock, report, progress)
+            # Numbers the carrier says opted out, each in a transaction of its own after the
+            # batch's: two batches holding one subscriber's row shared can't deadlock on it.
+            for message in opted_out:
+                with transaction.atomic():
+                    _carrier_opt_out(message, message.finished_at or clock())
+    except Exception:
+        if not progress["handed_over"]:
+            _release(messages)
+        raise
+    return report
+
+
+def _release(messages: list[OutboundMessage]) -> None:
+    """Texts claimed but never handed to the carrier (the batch failed before its first
+    request) go back to the queue as they were, instead of waiting to become `unknown`."""
+    # WARNING: ids of one claimed batch; a plain status change back to queued.
+    OutboundMessage.objects.unscoped().filter(
+        pk__in=[m.pk for m in messages], status=MessageStatus.SENDING
+    ).update(status=MessageStatus.QUEUED, sending_at=None, attempts=F("attempts") - 1)
+
+
+def _send_locked(messages, sender, pacer, clock, report, progress) -> list[OutboundMessage]:
+    """The batch's transaction; returns its texts the carrier refused as opted out."""
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(LOCK_BATCH, [[m.pk for m in messages]])
         found = {row[0]: row[1:] for row in cursor.fetchall()}
@@ -546,6 +599,7 @@ def _send_batch(
             to_send = []
         if to_send:
             outgoing = [_outgoing(message, now) for message in to_send]
+            progress["handed_over"] = True
             results = aio.run(_paced(gateway, pacer, outgoing))
             sent_at = clock()  # when the carrier took them
             for message, result in zip(to_send, results, strict=True):
@@ -554,10 +608,9 @@ def _send_batch(
             _record_outcomes(cursor, done, clock())
         if to_send:
             gateway.recorded()
-        for message in done:
-            if message.error_code in OPTED_OUT_CODES and message.status == MessageStatus.SUPPRESSED:
-                _carrier_opt_out(message, now)
-    return report
+    return [
+        m for m in done if m.error_code in OPTED_OUT_CODES and m.status == MessageStatus.SUPPRESSED
+    ]
 
 
 async def _paced(gateway, pacer: Pacer, outgoing: list[Outgoing]) -> list:

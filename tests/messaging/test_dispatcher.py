@@ -509,3 +509,42 @@ def test_a_send_waits_for_a_free_request_before_it_counts_as_sent():
     assert most == 2
     # Counted when it really left: pairs 0.1 s apart, not six at once.
     assert started[-1] - started[0] >= 0.2
+
+
+def test_answers_to_people_go_before_a_campaign_backlog(alice_brand, twilio_sender, fake):
+    from messaging.services import dispatch
+
+    tenant = alice_brand.tenant
+    noon = (timezone.now() + timedelta(days=1)).replace(hour=17, minute=0)  # 13:00 in NY
+    with tenant_scope(tenant):
+        for n in range(30):
+            queue(
+                tenant, subscribed(tenant, f"+1212555{n:04d}"), f"m{n}", kind=MessageKind.MARKETING
+            )
+        answer = queue(tenant, subscribed(tenant, "+12125559999"), "answer")
+    # The answer was queued last; the first small claim still takes it.
+    claimed = dispatch._claim(noon, 5, dispatch.DispatchReport(), sender_ids=[twilio_sender.pk])
+    assert answer.pk in {m.pk for m in claimed} and len(claimed) == 5
+    assert len({m.pk for m in claimed}) == 5
+
+
+def test_a_batch_that_fails_before_its_first_request_goes_back_to_the_queue(
+    alice_brand, twilio_sender, fake, monkeypatch
+):
+    from messaging.services import dispatch
+
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        message = queue(tenant, subscribed(tenant), "a")
+
+    def broken(message):
+        raise RuntimeError("misconfigured")
+
+    monkeypatch.setattr(dispatch, "status_callback_url", broken)
+    with pytest.raises(RuntimeError):
+        dispatch_due()
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.sending_at) == ("queued", 0, None)
+    assert fake.requests == []
+    monkeypatch.undo()
+    assert dispatch_due().sent == 1

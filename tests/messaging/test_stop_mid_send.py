@@ -26,8 +26,8 @@ NOON = datetime(2026, 6, 10, 16, 0, tzinfo=UTC)  # 12:00 in New York: inside the
 
 
 def bulk_audience(tenant, sender, total: int = TOTAL) -> None:
-    """`total` queued texts (10,000): one marketing text to each of 99 % of the subscribers,
-    and 1 % order updates to the number that will text STOP, spread evenly through the queue.
+    """`total` queued texts (10,000): one text to each of 99 % of the subscribers, and 1 %
+    order updates to the number that will text STOP, spread evenly through the queue.
 
     Built with bulk inserts: creating them one by one through the services would only make
     the test slower, and the dispatcher reads nothing else from them."""
@@ -66,7 +66,9 @@ def bulk_audience(tenant, sender, total: int = TOTAL) -> None:
                 subscriber=subscriber,
                 sender=sender,
                 to=str(subscriber.phone),
-                kind=MessageKind.TRANSACTIONAL if to_stopper else MessageKind.MARKETING,
+                # One kind for all: answers to people are claimed before marketing, and
+                # the stopper's texts must stay spread through the send.
+                kind=MessageKind.TRANSACTIONAL,
                 source="test",
                 dedupe_key=f"bulk:{n}",
                 body=body,
