@@ -116,6 +116,9 @@ class DispatchReport:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+# A marketing text claimed this close to the end of its window waits for the next one: its
+# batch may leave seconds after the claim, and a slow carrier stretches that.
+SEND_MARGIN = timedelta(minutes=1)
 # One claim covers this much of its sender's sending: the texts are claimed, locked and sent
 # as a batch, so a STOP waits at most about this long for a send under way to its number.
 CHUNK_SECONDS = 0.5
@@ -414,8 +417,8 @@ def _gate(
             window = window_for(
                 subscriber.region, settings.window_start_hour, settings.window_end_hour
             )
-            allowed = marketing_send_time(
-                now,
+            allowed_at = functools.partial(
+                marketing_send_time,
                 zones=zones,
                 brand_zone=tenant.timezone,
                 window=window,
@@ -424,12 +427,21 @@ def _gate(
                 cap_hours=settings.cap_hours,
                 region=subscriber.region,
             )
+            allowed = allowed_at(now)
+            if allowed <= now:
+                # It must still be allowed when its batch leaves, seconds after this claim
+                # (more when the carrier is slow): not in the window's last SEND_MARGIN.
+                later = now + SEND_MARGIN
+                at_margin = allowed_at(later)
+                if at_margin > later:
+                    allowed = at_margin
             if allowed > now:
                 if message.expires_at is not None and message.expires_at <= allowed:
                     _finish(message, MessageStatus.EXPIRED, now, "expires before it may be sent")
                     report.expired += 1
                     continue
-                quiet = (next_window_time(now, zones, window) or now) > now
+                probe = now + SEND_MARGIN
+                quiet = (next_window_time(probe, zones, window) or probe) > probe
                 message.status = MessageStatus.DEFERRED
                 message.send_after = allowed
                 message.status_reason = (

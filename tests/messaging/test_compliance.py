@@ -319,3 +319,21 @@ def test_a_cap_counts_real_hours_across_a_dst_change():
     )
     assert moment >= last + timedelta(hours=24)
     assert moment == datetime(2026, 11, 1, 13, 0, tzinfo=UTC)  # 08:00 EST, the window's start
+
+
+def test_a_marketing_text_in_the_windows_last_minute_waits_for_the_next_window(
+    alice_brand, fast_sender
+):
+    tenant = alice_brand.tenant
+    late = datetime(2026, 6, 11, 0, 59, 30, tzinfo=UTC)  # 20:59:30 in New York
+    with tenant_scope(tenant):
+        subscriber = subscribe(tenant, "+12125550101", late)
+        queue_texts(tenant, subscriber, 1, "late", late)
+        assert dispatch_due(now=lambda: late).deferred == 1
+        message = OutboundMessage.objects.get()
+        # Its batch could leave after 21:00: 08:00 the next day instead.
+        assert message.send_after == datetime(2026, 6, 11, 12, 0, tzinfo=UTC)
+        assert message.status_reason.startswith("quiet hours")
+        earlier = late - timedelta(minutes=2)  # 20:57:30: a minute and a half to spare
+        OutboundMessage.objects.update(status="queued", send_after=earlier, status_reason="")
+        assert dispatch_due(now=lambda: earlier).sent == 1
