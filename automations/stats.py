@@ -42,13 +42,16 @@ SENT_STATUSES = (
     MessageStatus.UNKNOWN,
 )
 FAILED_STATUSES = (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+# Sent (and paid for): handed to the carrier. A `failed` text without a carrier id never was
+# (refused before sending, or given up on after retries).
+HANDED_OVER = "o.status = ANY(%(sent)s) AND (o.status <> 'failed' OR o.carrier_sid IS NOT NULL)"
 
 # The counters of a set of texts `o` (the FROM/WHERE is the caller's).
 TEXT_COUNTERS = """
-SELECT count(*) FILTER (WHERE o.status = ANY(%(sent)s)),
+SELECT count(*) FILTER (WHERE {handed_over}),
        count(*) FILTER (WHERE o.status = %(delivered)s),
        count(*) FILTER (WHERE o.status = ANY(%(failed)s)),
-       coalesce(sum(o.segments) FILTER (WHERE o.status = ANY(%(sent)s)), 0),
+       coalesce(sum(o.segments) FILTER (WHERE {handed_over}), 0),
        count(*) FILTER (WHERE EXISTS (
            SELECT 1 FROM messaging_shortlink l
            WHERE l.tenant_id = o.tenant_id AND l.message_dedupe_key = o.dedupe_key
@@ -63,7 +66,7 @@ SELECT count(*) FILTER (WHERE o.status = ANY(%(sent)s)),
            WHERE c.tenant_id = o.tenant_id AND c.subscriber_id = o.subscriber_id
              AND c.action = %(opt_out)s AND c.created_at >= o.sent_at
              AND c.created_at < o.sent_at + %(window)s))
-"""
+""".replace("{handed_over}", HANDED_OVER)
 CAMPAIGN_TEXTS = (
     TEXT_COUNTERS
     + """

@@ -421,3 +421,21 @@ def test_holdout_incremental_revenue(audience):
     assert stats.revenue_per_texted == per_texted.quantize(cents)
     assert stats.revenue_per_holdout == per_held.quantize(cents)
     assert stats.incremental_revenue == ((per_texted - per_held) * count["texted"]).quantize(cents)
+
+
+def test_texts_never_handed_to_the_carrier_are_not_counted_as_sent_or_paid(
+    audience, django_capture_on_commit_callbacks
+):
+    tenant = audience.tenant
+    campaign = launched(audience)
+    sent_and_delivered(django_capture_on_commit_callbacks, campaign)
+    texts = texts_of(tenant, campaign)
+    refused = texts[0]
+    # As the dispatcher leaves a text the carrier refused before taking it: failed, no sid.
+    OutboundMessage.objects.unscoped().filter(pk=refused.pk).update(
+        status="failed", carrier_sid=None
+    )
+    stats = campaign_stats(tenant, campaign)
+    assert stats.sent == len(texts) - 1
+    price = messaging_settings_get(tenant).price_per_segment
+    assert stats.cost == sum(t.segments for t in texts[1:]) * price
