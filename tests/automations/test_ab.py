@@ -164,35 +164,40 @@ def test_every_winner_metric_is_available_and_one_variant_is_refused(audience):
     assert "variants" in raised.value.errors
 
 
+def advance_at_once(campaign, *, now, chunk: int, workers: int = 3) -> list[Exception]:
+    """`workers` threads advance the campaign at the same moment (each with its own database
+    connection, as concurrent beat scans or redelivered launches would); their errors."""
+    errors = []
+    start = threading.Barrier(workers)
+
+    def advance():
+        try:
+            start.wait()
+            campaign_advance(
+                campaign=campaign.__class__.objects.unscoped().get(pk=campaign.pk),
+                now=now,
+                chunk=chunk,
+            )
+        except Exception as exc:  # returned to the test, which asserts there are none
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=advance) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_scans_send_the_winner_to_the_remainder_exactly_once(alice_brand, charlie_brand):
     audience = build_audience(alice_brand.tenant, size=60)
     campaign = ab_campaign(audience, test_percent=30)
     campaign_advance(campaign=campaign, now=START, chunk=5)
     click_variant(audience, campaign, "C", 1.0)
-    after_wait = decision_time()
-    errors = []
-    start = threading.Barrier(3)
-
-    def scan():
-        try:
-            start.wait()
-            campaign_advance(
-                campaign=campaign.__class__.objects.unscoped().get(pk=campaign.pk),
-                now=after_wait,
-                chunk=5,
-            )
-        except Exception as exc:  # shown by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=scan) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert advance_at_once(campaign, now=decision_time(), chunk=5) == []
     texts = texts_of(audience.tenant, campaign)
     by_subscriber = Counter(t.subscriber_id for t in texts)
     assert set(by_subscriber) == audience.subscribed and set(by_subscriber.values()) == {1}
@@ -211,28 +216,7 @@ def test_concurrent_scans_send_the_winner_to_the_remainder_exactly_once(alice_br
 def test_concurrent_launches_create_each_text_once(alice_brand, charlie_brand):
     audience = build_audience(alice_brand.tenant, size=60)
     campaign = make_campaign(audience)
-    errors = []
-    start = threading.Barrier(3)
-
-    def launch():
-        try:
-            start.wait()
-            campaign_advance(
-                campaign=campaign.__class__.objects.unscoped().get(pk=campaign.pk),
-                now=NOON,
-                chunk=4,
-            )
-        except Exception as exc:  # shown by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=launch) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert advance_at_once(campaign, now=NOON, chunk=4) == []
     texts = texts_of(audience.tenant, campaign)
     by_subscriber = Counter(t.subscriber_id for t in texts)
     assert set(by_subscriber) == audience.subscribed and set(by_subscriber.values()) == {1}
