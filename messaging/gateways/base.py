@@ -55,13 +55,9 @@ class OutcomeUnknown(Exception):
 
 
 class Gateway(Protocol):
-    def prepare(self) -> None:
-        """Get ready to send at once (connections, clients), before the send's slot."""
-
-    def send(self, message: Outgoing) -> Sent: ...
-
     async def send_async(self, message: Outgoing) -> Sent:
-        """The same on the process's carrier loop (messaging.aio): touches no database."""
+        """Hand one text to the carrier, on the process's carrier loop (messaging.aio);
+        touches no database."""
 
     def recorded(self) -> None:
         """Called in the dispatcher's thread once the outcomes of the texts sent with

@@ -59,15 +59,6 @@ class SandboxGateway:
         self.sender = sender
         self._receipts: dict[str, float] = {}  # of texts sent with send_async, not yet recorded
 
-    def prepare(self) -> None:
-        """Nothing to warm up."""
-
-    def send(self, message: Outgoing) -> Sent:
-        sent, receipts = _take(message)
-        # Only for a send that is recorded: a rolled-back send leaves no receipt behind.
-        transaction.on_commit(lambda: _queue_receipts(receipts))
-        return sent
-
     async def send_async(self, message: Outgoing) -> Sent:
         sent, receipts = _take(message)
         self._receipts.update(receipts)

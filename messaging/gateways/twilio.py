@@ -19,7 +19,6 @@ from twilio.rest import Client
 # in one thread would otherwise hold the import lock while other threads' sends wait behind
 # it and then leave all at once, crowding one second at the carrier.
 from twilio.rest.api.v2010.account import message as _message_api  # noqa: F401
-from urllib3.exceptions import NewConnectionError
 
 from messaging.crypto import decrypt
 from messaging.gateways.base import GatewayError, OutcomeUnknown, Outgoing, Sent
@@ -127,15 +126,6 @@ def _client(account_sid: str, auth_token: str) -> Client:
     return clients[key]
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request can't have reached Twilio (no connection was made)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    cause = exc.args[0] if exc.args else None
-    reason = getattr(cause, "reason", cause)
-    return isinstance(reason, NewConnectionError)
-
-
 class TwilioGateway:
     def __init__(
         self,
@@ -159,11 +149,6 @@ class TwilioGateway:
             messaging_service_sid=sender.messaging_service_sid,
         )
 
-    def prepare(self) -> None:
-        """Build the SDK client (its first use imports much of the SDK, a tenth of a second)
-        before the send takes its slot, so the request leaves when the slot says."""
-        _ = _client(self.account_sid, self.auth_token).messages
-
     def _params(self, message: Outgoing) -> dict:
         params: dict = {"to": message.to, "body": message.body}
         if message.status_callback:
@@ -178,18 +163,6 @@ class TwilioGateway:
         if message.smart_encoded:
             params["smart_encoded"] = True
         return params
-
-    def send(self, message: Outgoing) -> Sent:
-        client = _client(self.account_sid, self.auth_token)
-        try:
-            created = client.messages.create(**self._params(message))
-        except TwilioRestException as exc:
-            raise _error(exc) from exc
-        except requests.RequestException as exc:
-            if _never_sent(exc):
-                raise GatewayError(f"Twilio unreachable: {exc}", code="connect") from exc
-            raise OutcomeUnknown(f"No answer from Twilio: {exc}") from exc
-        return Sent(carrier_sid=created.sid, status=created.status or "queued")
 
     async def send_async(self, message: Outgoing) -> Sent:
         client = _async_client(self.account_sid, self.auth_token)
