@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from automations.urls import dashboard_urlpatterns as automations_dashboard
 from loyaltysms import apis, errors, health, views
 from messaging.urls import api_urlpatterns as messaging_api
 from messaging.urls import dashboard_urlpatterns as messaging_dashboard
@@ -37,6 +38,7 @@ urlpatterns = [
     *programs_dashboard,
     *messaging_dashboard,
     *segments_dashboard,
+    *automations_dashboard,
     *messaging_public,
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),

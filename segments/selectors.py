@@ -32,7 +32,7 @@ WORK_MEM = "64MB"
 
 
 @contextmanager
-def _segment_cursor() -> Iterator:
+def segment_cursor() -> Iterator:
     """A cursor in a transaction of its own with room for the segment query's hashes."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
@@ -49,7 +49,7 @@ def rules_checked(tenant: Tenant, rules) -> dict:
 def segment_count(tenant: Tenant, rules, *, now: datetime | None = None) -> int:
     """How many people (members, and subscribers who are not members) match."""
     compiled = compiler.count_sql(tenant, rules_checked(tenant, rules), now or timezone.now())
-    with _segment_cursor() as cursor:
+    with segment_cursor() as cursor:
         cursor.execute(compiled.sql, compiled.params)
         return cursor.fetchone()[0]
 
@@ -66,7 +66,7 @@ def segment_sample(
     """Up to `n` matching people, the newest first, for the builder's preview."""
     n = max(0, min(n, SAMPLE_MAX))
     compiled = compiler.people_sql(tenant, rules_checked(tenant, rules), now or timezone.now(), n)
-    with _segment_cursor() as cursor:
+    with segment_cursor() as cursor:
         cursor.execute(compiled.sql, compiled.params)
         rows = cursor.fetchall()
     with tenant_scope(tenant):

@@ -179,24 +179,40 @@ def campaign_create(
 
 @transaction.atomic
 def campaign_update(
-    *, campaign: Campaign, now: datetime, actor: User | None = None, **changes
+    *,
+    campaign: Campaign,
+    now: datetime,
+    variants: list[VariantSpec] | None = None,
+    actor: User | None = None,
+    **changes,
 ) -> Campaign:
-    """Change a draft (the same checks as creating it); variants are not changed here."""
+    """Change a draft (the same checks as creating it). `variants`, when given, replaces the
+    A/B variants ([]: no longer an A/B test); otherwise they stay as they are."""
     tenant = campaign.tenant
     with tenant_scope(tenant):
         locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if locked.status != CampaignStatus.DRAFT:
             raise CampaignNotEditable(f"A {locked.status} campaign can't be changed.")
-        variants = [VariantSpec(v.label, v.body) for v in locked.variants.order_by("id")]
+        current_variants = [VariantSpec(v.label, v.body) for v in locked.variants.order_by("id")]
         current = {name: getattr(locked, name) for name in FIELDS}
         unknown = set(changes) - set(FIELDS)
         if unknown:
             raise TypeError(f"unknown campaign fields: {', '.join(sorted(unknown))}")
-        fields = _validate(tenant, {**current, **changes}, variants)
+        new_variants = current_variants if variants is None else variants
+        fields = _validate(tenant, {**current, **changes}, new_variants)
         for name in changes:
             setattr(locked, name, fields[name])
         locked.updated_at = now
-        locked.save(update_fields=[*changes, "updated_at"])
+        update = [*changes, "updated_at"]
+        if variants is not None and variants != current_variants:
+            CampaignVariant.objects.filter(campaign=locked).delete()
+            for variant in variants:
+                CampaignVariant.objects.create(
+                    campaign=locked, label=variant.label.strip(), body=variant.body, created_at=now
+                )
+            locked.ab_test = bool(variants)
+            update.append("ab_test")
+        locked.save(update_fields=update)
     audit(tenant=tenant, actor=actor, action="campaign.updated", target=locked.name)
     return locked
 

@@ -36,6 +36,7 @@ from automations.models import (
     RecipientGroup,
     SendMode,
 )
+from automations.selectors import audience_sql
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.encoding import MAX_BODY_CHARACTERS
@@ -49,8 +50,7 @@ from messaging.services.bulk import (
 )
 from messaging.services.outbound import dispatch_soon
 from messaging.services.setup import brand_name, messaging_settings_get, sender_default
-from segments.models import Segment
-from segments.selectors import WORK_MEM, segment_subscriber_ids_sql
+from segments.selectors import WORK_MEM
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ RECEIVED = (
     MessageStatus.UNDELIVERED,
     MessageStatus.UNKNOWN,
 )
-
-
-class CampaignUnavailable(Exception):
-    """A segment of the campaign was deleted before launch."""
 
 
 # --- 1. freezing the audience ---------------------------------------------------------------
@@ -101,35 +97,10 @@ RECENT = """EXISTS (
       AND o.sending_at IS NOT NULL AND o.sending_at > %s AND o.status = ANY(%s))"""
 
 
-def _audience_sql(campaign: Campaign, now: datetime) -> tuple[str, list]:
-    """(segments' numbers, subscribed now, each once) EXCEPT (the exclusions' numbers)."""
-    tenant = campaign.tenant
-    ids = [*campaign.segment_ids, *campaign.exclude_segment_ids]
-    with tenant_scope(tenant):
-        rules = dict(Segment.objects.filter(pk__in=ids).values_list("id", "rules"))
-    missing = set(ids) - set(rules)
-    if missing:
-        raise CampaignUnavailable(f"segment {min(missing)} no longer exists")
-    parts, params = [], []
-    for segment_id in campaign.segment_ids:
-        sql, p = segment_subscriber_ids_sql(tenant, rules[segment_id], now=now)
-        parts.append(f"({sql})")
-        params += p
-    sql = " UNION ".join(parts)
-    if campaign.exclude_segment_ids:
-        excluded = []
-        for segment_id in campaign.exclude_segment_ids:
-            s, p = segment_subscriber_ids_sql(
-                tenant, rules[segment_id], now=now, subscribed_only=False
-            )
-            excluded.append(f"({s})")
-            params += p
-        sql = f"({sql}) EXCEPT ({' UNION '.join(excluded)})"
-    return sql, params
-
-
 def _freeze(campaign: Campaign, variant_ids: list[int], now: datetime) -> dict[str, int]:
-    audience, params = _audience_sql(campaign, now)
+    audience, params = audience_sql(
+        campaign.tenant, campaign.segment_ids, campaign.exclude_segment_ids, now
+    )
     if campaign.smart_sending_hours:
         recent = RECENT
         recent_params = [

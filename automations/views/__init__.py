@@ -1,0 +1,1 @@
+"""Dashboard pages of automations: campaigns (campaigns.py) and analytics (analytics.py)."""
