@@ -30,25 +30,19 @@ from django.db import connection
 from automations.metrics import dedupe_prefix, register_winner_metric
 from automations.models import Campaign, RecipientGroup, WinnerMetric
 from loyaltysms.models import Tenant
+from loyaltysms.tenancy.context import tenant_scope
 from messaging.attribution import LOOKBACK, attribute_orders, windows
 from messaging.models import ConsentAction, InboundKind, MessageKind, MessageStatus
+from messaging.selectors import HANDED_OVER, SENT_STATUSES
 from messaging.services.setup import messaging_settings_get
 
-SENT_STATUSES = (
-    MessageStatus.SENT,
-    MessageStatus.DELIVERED,
-    MessageStatus.UNDELIVERED,
-    MessageStatus.FAILED,
-    MessageStatus.UNKNOWN,
-)
 FAILED_STATUSES = (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
-# Sent (and paid for): handed to the carrier. A `failed` text without a carrier id never was
-# (refused before sending, or given up on after retries).
-HANDED_OVER = "o.status = ANY(%(sent)s) AND (o.status <> 'failed' OR o.carrier_sid IS NOT NULL)"
+# "Sent" is HANDED_OVER (messaging.selectors): handed to the carrier and paid for, the rule
+# the usage page bills by.
 
 # The counters of a set of texts `o` (the FROM/WHERE is the caller's).
-TEXT_COUNTERS = """
-SELECT count(*) FILTER (WHERE {handed_over}),
+COUNTER_COLUMNS = """
+       count(*) FILTER (WHERE {handed_over}),
        count(*) FILTER (WHERE o.status = %(delivered)s),
        count(*) FILTER (WHERE o.status = ANY(%(failed)s)),
        coalesce(sum(o.segments) FILTER (WHERE {handed_over}), 0),
@@ -67,6 +61,7 @@ SELECT count(*) FILTER (WHERE {handed_over}),
              AND c.action = %(opt_out)s AND c.created_at >= o.sent_at
              AND c.created_at < o.sent_at + %(window)s))
 """.replace("{handed_over}", HANDED_OVER)
+TEXT_COUNTERS = "\nSELECT" + COUNTER_COLUMNS
 CAMPAIGN_TEXTS = (
     TEXT_COUNTERS
     + """
@@ -110,7 +105,7 @@ WHERE tenant_id = %(tenant)s AND placed_at >= %(start)s AND placed_at < %(end)s
 TENANT_DAILY = """
 WITH texts AS (
     SELECT (o.created_at AT TIME ZONE %(zone)s)::date AS day,
-           count(*) FILTER (WHERE o.status = ANY(%(sent)s)) AS sent,
+           count(*) FILTER (WHERE {handed_over}) AS sent,
            count(*) FILTER (WHERE o.status = %(delivered)s) AS delivered,
            count(*) FILTER (WHERE EXISTS (
                SELECT 1 FROM messaging_shortlink l
@@ -141,7 +136,7 @@ SELECT day, coalesce(t.sent, 0), coalesce(t.delivered, 0), coalesce(t.clicks, 0)
        coalesce(r.orders, 0), coalesce(r.revenue, 0)
 FROM texts t FULL JOIN consent x USING (day) FULL JOIN orders r USING (day)
 ORDER BY day
-"""
+""".replace("{handed_over}", HANDED_OVER)
 
 
 def _rate(part: float, whole: float) -> float | None:
@@ -173,6 +168,10 @@ class Stats:
     @property
     def ctr(self) -> float | None:
         return _rate(self.unique_clicks, self.delivered)
+
+    @property
+    def reply_rate(self) -> float | None:
+        return _rate(self.replies, self.delivered)
 
     @property
     def opt_out_rate(self) -> float | None:
@@ -280,6 +279,64 @@ def tenant_stats(tenant: Tenant, start: datetime, end: datetime) -> Stats:
         cursor.execute(TENANT_ATTRIBUTED, params)
         attributed = cursor.fetchone()
     return _stats(tenant, texts, attributed)
+
+
+# Per campaign of a list: the counters of its texted recipients' texts (CAMPAIGN_TEXTS for
+# many campaigns at once; the text of a recipient is found by its dedupe key, as there).
+CAMPAIGNS_TEXTS = (
+    "SELECT r.campaign_id,"
+    + COUNTER_COLUMNS
+    + """
+FROM automations_campaignrecipient r JOIN messaging_outboundmessage o
+  ON o.tenant_id = r.tenant_id
+ AND o.dedupe_key = 'campaign:' || r.campaign_id || ':' || r.subscriber_id
+WHERE r.tenant_id = %(tenant)s AND r.campaign_id = ANY(%(campaigns)s)
+  AND r."group" = ANY(%(texted)s)
+GROUP BY r.campaign_id
+"""
+)
+CAMPAIGNS_ATTRIBUTED = """
+SELECT source_ref, count(*), coalesce(sum(revenue), 0) FROM messaging_attribution
+WHERE tenant_id = %(tenant)s AND source = 'campaign' AND source_ref = ANY(%(refs)s)
+GROUP BY source_ref
+"""
+# The campaigns table of the analytics page lists at most this many (the newest).
+CAMPAIGN_TABLE_LIMIT = 50
+
+
+def campaign_table(
+    tenant: Tenant, start: datetime, end: datetime, *, limit: int = CAMPAIGN_TABLE_LIMIT
+) -> list[tuple[Campaign, Stats]]:
+    """The campaigns launched in [start, end), newest first (at most `limit`), each with its
+    figures as campaign_stats counts them (without the holdout comparison): three queries
+    whatever the number of campaigns or texts."""
+    with tenant_scope(tenant):
+        campaigns = list(
+            Campaign.objects.filter(launched_at__gte=start, launched_at__lt=end).order_by(
+                "-launched_at", "-pk"
+            )[:limit]
+        )
+    params = _params(tenant) | {
+        "campaigns": [c.pk for c in campaigns],
+        "refs": [str(c.pk) for c in campaigns],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(CAMPAIGNS_TEXTS, params)
+        texts = {row[0]: row[1:] for row in cursor.fetchall()}
+        cursor.execute(CAMPAIGNS_ATTRIBUTED, params)
+        attributed = {ref: (n, revenue) for ref, n, revenue in cursor.fetchall()}
+    nothing = (0, 0, 0, 0, 0, 0, 0)
+    return [
+        (
+            campaign,
+            _stats(
+                tenant,
+                texts.get(campaign.pk, nothing),
+                attributed.get(str(campaign.pk), (0, Decimal(0))),
+            ),
+        )
+        for campaign in campaigns
+    ]
 
 
 DAILY_COLUMNS = (

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automations.views import campaigns
+from automations.views import analytics, campaigns
 
 dashboard_urlpatterns = [
     path("campaigns/", campaigns.campaigns, name="campaigns"),
@@ -24,4 +24,7 @@ dashboard_urlpatterns = [
         campaigns.campaign_stats_csv,
         name="campaign_stats_csv",
     ),
+    path("analytics/", analytics.analytics, name="analytics"),
+    path("analytics/summary.csv", analytics.summary_csv, name="analytics_summary_csv"),
+    path("analytics/daily.csv", analytics.daily_csv, name="analytics_daily_csv"),
 ]

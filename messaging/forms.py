@@ -18,6 +18,12 @@ EARLIEST_HOUR = 8
 LATEST_HOUR = 21
 HOURS_PER_MESSAGE = 12
 
+# How orders are credited to texts (messaging/attribution.py); the model's validators and
+# check constraint hold the same limits.
+ATTRIBUTION_FIELDS = ("attribution_click_days", "attribution_delivery_hours")
+CLICK_DAYS = (1, 30)
+DELIVERY_HOURS_MAX = 7 * 24
+
 
 class MessagingSettingsForm(forms.ModelForm):
     """The brand's compliance settings. Looser-than-law values are field errors here; the
@@ -48,6 +54,8 @@ class MessagingSettingsForm(forms.ModelForm):
         model = MessagingSettings
         fields = list(SETTINGS_FIELDS)
         labels = {
+            "attribution_click_days": "Credit an order to a click within … days",
+            "attribution_delivery_hours": "…or to a delivered text within … hours",
             "window_start_hour": "Marketing texts from (hour)",
             "window_end_hour": "Marketing texts until (hour)",
             "cap_messages": "At most … marketing texts",
@@ -79,6 +87,13 @@ class MessagingSettingsForm(forms.ModelForm):
             "footer_text": "Must say how to opt out (include STOP).",
             "smart_encoding": "Replaces look-alike characters (curly quotes, long dashes) so one "
             "of them doesn't make the whole text UCS-2: 70 characters per segment instead of 160.",
+            "attribution_click_days": "Last-click attribution (1–30 days): an order placed within "
+            "this many days after someone tapped a tracked link in a marketing text is credited "
+            "to the text of their last such click. Each order is credited once, to one text.",
+            "attribution_delivery_hours": "Orders without such a click are credited to the last "
+            "marketing text delivered to the buyer within this many hours before the order "
+            "(0–168; 0 turns this off, so only clicks count). Orders already credited keep "
+            "their text when you change either window.",
         }
         widgets = {
             "disclosure_text": forms.Textarea(attrs={"rows": 4}),
@@ -95,10 +110,38 @@ class MessagingSettingsForm(forms.ModelForm):
             ("window_end_hour", EARLIEST_HOUR + 1, LATEST_HOUR),
             ("cap_messages", 1, None),
             ("cap_hours", HOURS_PER_MESSAGE, None),
+            ("attribution_click_days", CLICK_DAYS[0], CLICK_DAYS[1]),
+            ("attribution_delivery_hours", 0, DELIVERY_HOURS_MAX),
         ):
             self.fields[name].widget.attrs.update({"min": low, **({"max": high} if high else {})})
         version = self.instance.disclosure_version
         self.fields["disclosure_text"].help_text += f" Now version {version}."
+        # A post without the attribution windows (a client that knows only the compliance
+        # fields) leaves them as they are; an emptied field is still an error.
+        for name in ATTRIBUTION_FIELDS:
+            self.fields[name].required = False
+
+    def _window(self, name: str) -> int:
+        value = self.cleaned_data.get(name)
+        if value is None:
+            if self.is_bound and name not in self.data:
+                return getattr(self.instance, name)
+            raise forms.ValidationError("Give a number.")
+        return value
+
+    def clean_attribution_click_days(self) -> int:
+        return self._window("attribution_click_days")
+
+    def clean_attribution_delivery_hours(self) -> int:
+        return self._window("attribution_delivery_hours")
+
+    @property
+    def compliance_fields(self) -> list:
+        return [self[name] for name in SETTINGS_FIELDS]
+
+    @property
+    def attribution_fields(self) -> list:
+        return [self[name] for name in ATTRIBUTION_FIELDS]
 
     def clean_join_keywords(self) -> list[str]:
         keywords = []

@@ -49,4 +49,5 @@ dashboard_urlpatterns: list = [
     path("sms/settings/senders/twilio/", views.sms_sender_connect, name="sms_sender_connect"),
     path("sms/settings/senders/sandbox/", views.sms_sender_sandbox, name="sms_sender_sandbox"),
     path("sms/simulator/", views.sms_simulator, name="sms_simulator"),
+    path("settings/usage/", views.settings_usage, name="settings_usage"),
 ]

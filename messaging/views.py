@@ -9,6 +9,7 @@ import json
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -38,6 +39,7 @@ from messaging.services.outbound import BodyInvalid
 from messaging.services.subscribers import Evidence, subscriber_opt_out
 from messaging.simulator import TEST_NUMBERS, NotSandbox, simulator_text, simulator_thread
 from messaging.tasks import import_subscribers as import_subscribers_task
+from programs.services.program import program_get
 
 PAGE = 50
 
@@ -451,7 +453,10 @@ def sms_settings(request):
             # The service saves only what differs, and versions a new disclosure text.
             changes = {name: form.cleaned_data[name] for name in setup.SETTINGS_FIELDS}
             try:
-                setup.messaging_settings_update(tenant=tenant, changes=changes, actor=request.user)
+                with transaction.atomic():
+                    setup.messaging_settings_update(
+                        tenant=tenant, changes=changes, actor=request.user
+                    )
             except ValidationError as error:
                 _form_errors(form, error)
             else:
@@ -502,6 +507,53 @@ def sms_sender_sandbox(request):
         request, "The sandbox is the default sender: texts go to the phone simulator only."
     )
     return redirect("sms_settings")
+
+
+# --- usage ---------------------------------------------------------------------------------
+
+USAGE_MONTHS = 12
+USAGE_COLUMNS = ("month", "messages_sent", "segments", "inbound_messages", "estimated_cost")
+
+
+@require_GET
+@tenant_view()
+def settings_usage(request):
+    """Texts per calendar month in the brand's zone (the last 12, this one so far first):
+    handed to the carrier, segments billed, texts received, and the estimated cost. ?format=csv
+    downloads the same rows."""
+    tenant = request.tenant
+    price = setup.messaging_settings_get(tenant).price_per_segment
+    months = selectors.usage_by_month(
+        tenant, price_per_segment=price, now=timezone.now(), months=USAGE_MONTHS
+    )
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="usage-{tenant.slug}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(USAGE_COLUMNS)
+        for month in months:
+            writer.writerow(
+                [
+                    month.month.strftime("%Y-%m"),
+                    month.messages,
+                    month.segments,
+                    month.inbound,
+                    month.cost,
+                ]
+            )
+        return response
+    return render(
+        request,
+        "messaging/usage.html",
+        {
+            "months": months,
+            "this_month": months[0],
+            "price_per_segment": price,
+            "currency": program_get(tenant).currency,
+            "any_texts": any(m.messages or m.inbound for m in months),
+            "settings_tab": "usage",
+        },
+    )
 
 
 # --- phone simulator ------------------------------------------------------------------------

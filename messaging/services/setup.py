@@ -189,6 +189,10 @@ SETTINGS_FIELDS = (
     "opt_out_footer",
     "footer_text",
     "smart_encoding",
+    # Which orders count as a text's (messaging/attribution.py); orders credited already keep
+    # their text, as the scan only ever credits new ones.
+    "attribution_click_days",
+    "attribution_delivery_hours",
 )
 
 

@@ -52,7 +52,27 @@ def other_tenant_ids(brand) -> dict[str, dict]:
     segment = segment_create(
         tenant=tenant, name=f"{tenant.name} regulars", rules={"all": []}, now=timezone.now()
     )
+    from automations.services.campaigns import campaign_create
+
+    campaign = campaign_create(
+        tenant=tenant,
+        now=timezone.now(),
+        name=f"{tenant.name} news",
+        body="News!",
+        segment_ids=[segment.pk],
+    )
     return {
+        **{
+            name: {"campaign_id": campaign.pk}
+            for name in (
+                "campaign_detail",
+                "campaign_edit",
+                "campaign_schedule",
+                "campaign_cancel",
+                "campaign_progress",
+                "campaign_stats_csv",
+            )
+        },
         "segment_edit": {"segment_id": segment.pk},
         "segment_count": {"segment_id": segment.pk},
         "segment_delete": {"segment_id": segment.pk},
@@ -154,6 +174,9 @@ GET_ONLY = {
     "inbox_conversation",
     "subscribers_import_detail",
     "segment_count",
+    "campaign_detail",
+    "campaign_progress",
+    "campaign_stats_csv",
 }
 
 # Routes with a path argument that is not an object id of a brand.
