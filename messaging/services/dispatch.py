@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 
@@ -134,19 +134,24 @@ def dispatch_due(
     max_batches: int | None = None,
     concurrency: int = 1,
     max_seconds: float | None = None,
+    sender_ids: Collection[int] | None = None,
 ) -> DispatchReport:
     """Send every due text (or `max_batches` claims, or what can be claimed within
     `max_seconds`; `report.unfinished` then says more may be due). `now` is the clock, so
-    tests can run the gate at any hour.
+    tests can run the gate at any hour; `sender_ids` limits the run to those senders (a
+    replay of one brand's past must not send other brands' texts on its clock).
 
     Each sender is served by one dispatcher at a time (its lease, messaging.ratelimit): here,
     with up to LANES_PER_SENDER threads of `concurrency` (each with a database connection of
     its own), or in the calling thread when `concurrency` is 1. A sender another dispatcher
     is serving is left to it."""
     run = _Run(now, batch, max_batches, max_seconds)
-    _adopt_orphans(now())
+    if sender_ids is None:
+        _adopt_orphans(now())
     while not run.over():
         due = _due_senders(now())
+        if sender_ids is not None:
+            due = [sender_id for sender_id in due if sender_id in sender_ids]
         if not due or not run.serve(due, concurrency):
             break
     return run.report
