@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
 from automations.selectors import get_campaign
+from automations.services.flow_work import flows_work_once
 from automations.services.launch import campaign_advance, campaigns_due
 from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
@@ -35,3 +38,51 @@ def campaigns_advance() -> int:
     for tenant_id, campaign_id in due:
         campaign_launch.delay(tenant_id, campaign_id)
     return len(due)
+
+
+# --- flows ----------------------------------------------------------------------------------
+
+# One flows task per brand at a time is enough (two would only share the work): beat sends
+# a brand's task at most once per this many seconds.
+FLOWS_DEBOUNCE = 30
+# A flows task stops taking new batches after this long and hands over to a fresh task.
+FLOWS_SECONDS = 60
+
+TENANTS_WITH_FLOW_WORK = """
+SELECT tenant_id FROM (
+    SELECT DISTINCT tenant_id FROM programs_loyaltyevent WHERE processed_at IS NULL
+    UNION
+    SELECT DISTINCT tenant_id FROM automations_flowrun
+    WHERE status = 'active' AND next_run_at <= %s
+) t
+"""
+
+
+@tenant_task(queue=Queue.EVENTS)
+def flows_work(tenant: Tenant) -> dict:
+    """The brand's new events (runs begin and end) and its due runs (their steps), until
+    there are none or the time is up (then a fresh task carries on)."""
+    cache.delete(_flows_key(tenant.pk))
+    report = flows_work_once(tenant=tenant, now=timezone.now, seconds=FLOWS_SECONDS)
+    if report["more"]:
+        flows_work.delay(tenant.pk)
+    return report
+
+
+def _flows_key(tenant_id: int) -> str:
+    return f"flows-work-queued:{tenant_id}"
+
+
+@shared_task(route_queue=Queue.SCANS.value)
+def flows_tick() -> int:
+    """Beat's entry (every 10 s): a flows task for each brand with events to act on or runs
+    due. WARNING: reads every tenant's outbox and runs, to find whom to wake."""
+    with connection.cursor() as cursor:
+        cursor.execute(TENANTS_WITH_FLOW_WORK, [timezone.now()])
+        tenant_ids = [row[0] for row in cursor.fetchall()]
+    sent = 0
+    for tenant_id in tenant_ids:
+        if cache.add(_flows_key(tenant_id), 1, FLOWS_DEBOUNCE):
+            flows_work.delay(tenant_id)
+            sent += 1
+    return sent

@@ -252,6 +252,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "settle-stale-sends": {"task": "messaging.tasks.settle_stale_sends", "schedule": 60},
     # Scheduled campaigns at their moment, A/B winners after their wait, stalled launches.
     "advance-campaigns": {"task": "automations.tasks.campaigns_advance", "schedule": 60},
+    # Flows: new loyalty events start and end runs; due runs take their steps.
+    "flows-tick": {"task": "automations.tasks.flows_tick", "schedule": 10},
     # New orders credited to the click or delivered text that earned them.
     "attribute-orders": {"task": "messaging.tasks.attribute_orders", "schedule": 60},
     "purge-idempotency-records": {

@@ -152,6 +152,7 @@ class ConsentSource(models.TextChoices):
     LOYALTY_PAGE = "loyalty_page", "Loyalty page"
     DASHBOARD = "dashboard", "Dashboard"
     CARRIER = "carrier", "Carrier"
+    SUNSET = "sunset", "Sunset (a flow unsubscribed an inactive number)"
 
 
 class Subscriber(TenantOwnedModel):

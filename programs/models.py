@@ -431,7 +431,12 @@ class Redemption(TenantOwnedModel):
     status = models.CharField(
         max_length=10, choices=RedemptionStatus.choices, default=RedemptionStatus.ISSUED
     )
-    entry = models.ForeignKey(PointsEntry, on_delete=models.PROTECT, related_name="+")
+    # The debit that paid for it; None for a gift (a flow's reward: nothing was spent).
+    entry = models.ForeignKey(
+        PointsEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # A gift is issued at most once per key (a flow run's step).
+    gift_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL: bought
     created_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
@@ -439,6 +444,11 @@ class Redemption(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "code"], name="redemption_code_unique"),
+            models.UniqueConstraint(
+                fields=["tenant", "gift_key"],
+                condition=Q(gift_key__isnull=False),
+                name="redemption_gift_once",
+            ),
         ]
         indexes = [
             models.Index(fields=["tenant", "member", "-id"], name="redemption_tenant_member"),
@@ -478,6 +488,7 @@ class EventKind(models.TextChoices):
     REWARD_REDEEMED = "reward_redeemed"
     ORDER_PLACED = "order_placed"
     ORDER_REFUNDED = "order_refunded"
+    SMS_SUBSCRIBED = "sms_subscribed"  # written by messaging: a number's subscription began
 
 
 class LoyaltyEvent(TenantOwnedModel):

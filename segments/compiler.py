@@ -753,3 +753,33 @@ def subscriber_ids_sql(
     return Compiled(
         " UNION ALL ".join(p.sql for p in parts), tuple(x for p in parts for x in p.params)
     )
+
+
+def people_among_sql(
+    tenant: Tenant, rules: dict, now: datetime, *, member_ids, subscriber_ids
+) -> Compiled:
+    """SELECT member_id, subscriber_id of the matching people among these members (as
+    people: any of their numbers may match) and these numbers that have no member — for
+    asking about a few people (a flow's segment filter) rather than listing everyone."""
+    parts = []
+    members = _members_part(tenant, rules, now)
+    if members is not None and member_ids:
+        parts.append(
+            Frag(
+                f"SELECT DISTINCT m.id, NULL::bigint {members.from_where.sql} AND m.id = ANY(%s)",
+                (*members.from_where.params, list(member_ids)),
+            )
+        )
+    subscribers = _subscribers_branch(tenant, rules, now)
+    if subscribers is not None and subscriber_ids:
+        parts.append(
+            Frag(
+                f"SELECT NULL::bigint, s.id {subscribers.from_where.sql} AND s.id = ANY(%s)",
+                (*subscribers.from_where.params, list(subscriber_ids)),
+            )
+        )
+    if not parts:
+        return Compiled("SELECT NULL::bigint, NULL::bigint WHERE FALSE", ())
+    return Compiled(
+        " UNION ALL ".join(p.sql for p in parts), tuple(x for p in parts for x in p.params)
+    )

@@ -89,6 +89,34 @@ def segment_subscriber_ids_sql(
     return compiled.sql, compiled.params
 
 
+def segment_people_among(
+    tenant: Tenant,
+    rules,
+    *,
+    member_ids,
+    subscriber_ids,
+    now: datetime | None = None,
+) -> tuple[set[int], set[int]]:
+    """Which of these members, and of these numbers without a member, are in the segment:
+    (member ids, subscriber ids). One query."""
+    compiled = compiler.people_among_sql(
+        tenant,
+        rules_checked(tenant, rules),
+        now or timezone.now(),
+        member_ids=member_ids,
+        subscriber_ids=subscriber_ids,
+    )
+    members, numbers = set(), set()
+    with segment_cursor() as cursor:
+        cursor.execute(compiled.sql, compiled.params)
+        for member_id, subscriber_id in cursor.fetchall():
+            if member_id is not None:
+                members.add(member_id)
+            elif subscriber_id is not None:
+                numbers.add(subscriber_id)
+    return members, numbers
+
+
 def segment_subscribers(
     tenant: Tenant, rules, *, now: datetime | None = None, subscribed_only: bool = True
 ) -> QuerySet:

@@ -23,7 +23,7 @@ from messaging.models import (
 )
 from messaging.services.outbound import Rendered, check_template, compose, message_create
 from messaging.services.setup import brand_name, messaging_settings_get
-from programs.models import Member, SmsStatus
+from programs.models import EventKind, LoyaltyEvent, Member, SmsStatus
 from programs.services.members import member_set_sms_status, member_sms_status_update
 
 
@@ -188,6 +188,15 @@ def _set_status(subscriber: Subscriber, status: str, now: datetime) -> None:
         fields += ["unsubscribed_at", "pending_since"]
     subscriber.save(update_fields=fields)
     _report_to_member(subscriber, now)
+    if status == SubscriberStatus.SUBSCRIBED:
+        # The outbox event flows start from (welcome series, join invites).
+        LoyaltyEvent.objects.create(
+            tenant_id=subscriber.tenant_id,
+            member_id=subscriber.member_id,
+            kind=EventKind.SMS_SUBSCRIBED,
+            payload={"subscriber_id": subscriber.pk, "source": subscriber.source},
+            created_at=now,
+        )
 
 
 def _text(tenant, subscriber, body, *, source, ref, now) -> None:

@@ -131,8 +131,25 @@ def bonus_award(*, member: Member, kind: str, now: datetime) -> PointsEntry | No
     }[kind]
     if points <= 0:
         return None
+    return points_gift(
+        member=member,
+        points=points,
+        reason=BONUS_REASONS[kind],
+        key=bonus_key(member, kind, now),
+        now=now,
+    )
+
+
+@transaction.atomic
+def points_gift(
+    *, member: Member, points: int, reason: str, key: str, now: datetime
+) -> PointsEntry | None:
+    """Points given for nothing spent (a bonus, a flow's award), at most once per `key`
+    (≤ 64 characters, unique per member); None when that key was paid already."""
+    if points <= 0:
+        raise ValueError("a gift is at least one point")
+    program = program_get(member.tenant)
     member = member_lock(member)
-    key = bonus_key(member, kind, now)
     if PointsEntry.objects.filter(member=member, bonus_key=key).exists():
         return None
     pending_mature(member=member, now=now)
@@ -140,7 +157,7 @@ def bonus_award(*, member: Member, kind: str, now: datetime) -> PointsEntry | No
         member=member,
         program=program,
         points=points,
-        reason=BONUS_REASONS[kind],
+        reason=reason,
         source=EntrySource.BONUS,
         now=now,
         source_ref=key,
@@ -155,7 +172,7 @@ def bonus_award(*, member: Member, kind: str, now: datetime) -> PointsEntry | No
         payload={"points": points, "source": "bonus", "bonus": key},
     )
     tier_rows, _ = tier_upgrade_before_write(
-        member=member, now=now, reason=BONUS_REASONS[kind], unsaved_points=points
+        member=member, now=now, reason=reason, unsaved_points=points
     )
     write_together(
         inserts=[*credit.rows, event, *tier_rows],
@@ -200,6 +217,21 @@ def points_adjust(
         source_ref=source_ref,
         actor=actor,
     )
+
+
+@transaction.atomic
+def member_tags_change(
+    *, member: Member, add: list[str], remove: list[str], now: datetime
+) -> Member:
+    """Add and remove tags (a flow's steps); the others stay, each tag once, in order."""
+    member = member_lock(member)
+    tags = [t for t in member.tags if t not in remove]
+    tags += [t for t in add if t not in tags]
+    if tags != member.tags:
+        member.tags = tags
+        member.updated_at = now
+        member.save(update_fields=["tags", "updated_at"])
+    return member
 
 
 def member_sms_status_update(*, member_id: int, status: str, now: datetime) -> None:

@@ -45,6 +45,18 @@ class RedemptionState(ProblemError):
     code = "redemption-state"
 
 
+def _issue(member: Member, reward: Reward, now: datetime, **fields) -> Redemption:
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                return Redemption.objects.create(
+                    member=member, reward=reward, code=redemption_code(), created_at=now, **fields
+                )
+        except IntegrityError:  # a code collision (31^10 codes): draw again
+            continue
+    raise RuntimeError("could not draw a unique redemption code")
+
+
 @transaction.atomic
 def redemption_create(*, member: Member, reward: Reward, now: datetime) -> Redemption:
     """Spend the reward's cost (409 when the balance is short) and issue a unique code."""
@@ -61,22 +73,7 @@ def redemption_create(*, member: Member, reward: Reward, now: datetime) -> Redem
         now=now,
         source_ref=str(reward.pk),
     )
-    for _attempt in range(5):
-        try:
-            with transaction.atomic():
-                redemption = Redemption.objects.create(
-                    member=member,
-                    reward=reward,
-                    code=redemption_code(),
-                    points_spent=reward.points_cost,
-                    entry=entry,
-                    created_at=now,
-                )
-            break
-        except IntegrityError:  # a code collision (31^10 codes): draw again
-            continue
-    else:
-        raise RuntimeError("could not draw a unique redemption code")
+    redemption = _issue(member, reward, now, points_spent=reward.points_cost, entry=entry)
     event_emit(
         member, EventKind.POINTS_REDEEMED, now, points=reward.points_cost, reward_id=reward.pk
     )
@@ -91,6 +88,21 @@ def redemption_create(*, member: Member, reward: Reward, now: datetime) -> Redem
     )
     redemption.member = member
     return redemption
+
+
+@transaction.atomic
+def reward_gift(*, member: Member, reward: Reward, key: str, now: datetime) -> Redemption:
+    """A reward code given for nothing spent (a flow's birthday reward), once per `key`
+    (≤ 64 characters, unique per brand): asked again, the code issued the first time."""
+    member = member_lock(member)
+    found = Redemption.objects.filter(gift_key=key).first()
+    if found is not None:
+        return found
+    if not reward.active:
+        raise RewardUnavailable(f"The reward {reward.name!r} is not offered any more.")
+    # No reward_redeemed event: the member redeemed nothing (and a flow reacting to
+    # redemptions must not be started by a flow's own gift).
+    return _issue(member, reward, now, points_spent=0, entry=None, gift_key=key)
 
 
 @transaction.atomic
@@ -114,11 +126,16 @@ def redemption_cancel(
     Cancelling twice returns them once."""
     member = member_lock(redemption.member)
     redemption = (
-        Redemption.objects.select_for_update()
+        Redemption.objects.select_for_update(of=("self",))  # `entry` may be NULL (a gift)
         .select_related("reward", "entry")
         .get(pk=redemption.pk)
     )
     if redemption.status == RedemptionStatus.CANCELLED:
+        return redemption
+    if redemption.entry is None:  # a gift: no points to return
+        redemption.status = RedemptionStatus.CANCELLED
+        redemption.cancelled_at = now
+        redemption.save(update_fields=["status", "cancelled_at"])
         return redemption
     program = program_get(member.tenant)
     pending_mature(member=member, now=now)

@@ -1,0 +1,1 @@
+"""Flows: what a flow may say (spec), the prebuilt ones (prebuilt)."""

@@ -1,0 +1,39 @@
+"""Campaigns (campaigns.py) and flows (flows.py)."""
+
+from automations.models.campaigns import (
+    TEXTED_GROUPS,
+    Campaign,
+    CampaignRecipient,
+    CampaignStatus,
+    CampaignVariant,
+    RecipientGroup,
+    SendMode,
+    WinnerMetric,
+)
+from automations.models.flows import (
+    EntryLimit,
+    Flow,
+    FlowAudience,
+    FlowRun,
+    FlowRunLog,
+    FlowStatus,
+    RunStatus,
+)
+
+__all__ = [
+    "TEXTED_GROUPS",
+    "Campaign",
+    "CampaignRecipient",
+    "CampaignStatus",
+    "CampaignVariant",
+    "EntryLimit",
+    "Flow",
+    "FlowAudience",
+    "FlowRun",
+    "FlowRunLog",
+    "FlowStatus",
+    "RecipientGroup",
+    "RunStatus",
+    "SendMode",
+    "WinnerMetric",
+]
