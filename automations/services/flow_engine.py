@@ -35,7 +35,7 @@ from messaging.models import (
 )
 from messaging.services.outbound import BodyInvalid, message_create
 from messaging.services.subscribers import Evidence, subscriber_opt_out
-from programs.models import Member, Reward
+from programs.models import Member, Order, Reward
 from programs.selectors import personalization
 from programs.services.ledger import member_lock
 from programs.services.members import member_tags_change, points_gift
@@ -152,6 +152,7 @@ CLAIM = """
 SELECT r.id FROM automations_flowrun r
 JOIN automations_flow f ON f.id = r.flow_id AND f.tenant_id = r.tenant_id
 WHERE r.tenant_id = %s AND r.status = 'active' AND r.next_run_at <= %s AND f.status = 'live'
+  AND (%s::bigint[] IS NULL OR r.flow_id = ANY(%s))
 ORDER BY r.next_run_at
 LIMIT %s
 FOR UPDATE OF r SKIP LOCKED
@@ -166,18 +167,43 @@ class Advanced:
     finished: int = 0
 
 
-def flow_runs_advance(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> Advanced:
-    """Take the due runs of the brand's live flows, a batch per transaction, until none is
-    due; each walks until a wait or its end."""
+@dataclass
+class DryState:
+    """What a dry run (automations.services.flow_dryrun) must neither write nor lock, kept
+    here instead: consent as it stood at the simulated moment (subscriber id → status), and
+    the points its steps would have given (member id → points)."""
+
+    statuses: dict[int, str] = field(default_factory=dict)
+    points: dict[int, int] = field(default_factory=dict)
+
+    def status(self, subscriber: Subscriber) -> str:
+        return self.statuses.get(subscriber.pk, subscriber.status)
+
+
+# A reward code's shape in a dry run's texts (as long as a real one: "LS-XXXXX-XXXXX").
+DRY_CODE = "LS-DRYRN-00000"
+
+
+def flow_runs_advance(
+    *,
+    tenant: Tenant,
+    now: datetime,
+    batch: int = BATCH,
+    flow_ids: list[int] | None = None,
+    dry: DryState | None = None,
+) -> Advanced:
+    """Take the due runs of the brand's live flows (or of `flow_ids`), a batch per
+    transaction, until none is due; each walks until a wait or its end. With `dry`, steps
+    change nothing outside the flow's own rows (see DryState)."""
     report = Advanced()
     while True:
         with transaction.atomic(), tenant_scope(tenant):
             with connection.cursor() as cursor:
-                cursor.execute(CLAIM, [tenant.pk, now, batch])
+                cursor.execute(CLAIM, [tenant.pk, now, flow_ids, flow_ids, batch])
                 ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 return report
-            _Walker(tenant, now, report).walk(ids)
+            _Walker(tenant, now, report, dry).walk(ids)
         if len(ids) < batch:
             return report
 
@@ -185,9 +211,12 @@ def flow_runs_advance(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> A
 class _Walker:
     """One batch of claimed runs, with what their steps need loaded once."""
 
-    def __init__(self, tenant: Tenant, now: datetime, report: Advanced) -> None:
-        self.tenant, self.now, self.report = tenant, now, report
+    def __init__(self, tenant: Tenant, now: datetime, report: Advanced, dry: DryState | None):
+        self.tenant, self.now, self.report, self.dry = tenant, now, report, dry
         self.logs: list[FlowRunLog] = []
+
+    def status(self, subscriber: Subscriber) -> str:
+        return self.dry.status(subscriber) if self.dry else subscriber.status
 
     def walk(self, ids: list[int]) -> None:
         runs = list(FlowRun.objects.filter(pk__in=ids).order_by("next_run_at", "id"))
@@ -204,8 +233,8 @@ class _Walker:
         ):
             current = by_member.get(subscriber.member_id)
             if current is None or (
-                subscriber.status == SubscriberStatus.SUBSCRIBED
-                and current.status != SubscriberStatus.SUBSCRIBED
+                self.status(subscriber) == SubscriberStatus.SUBSCRIBED
+                and self.status(current) != SubscriberStatus.SUBSCRIBED
             ):
                 by_member[subscriber.member_id] = subscriber
         values = personalization(self.tenant, list(members.values()), self.now)
@@ -279,7 +308,7 @@ class _Run:
 
     def _send_sms(self, step_id: str, step: dict):
         subscriber = self.subscriber
-        if subscriber is None or subscriber.status != SubscriberStatus.SUBSCRIBED:
+        if subscriber is None or self.walker.status(subscriber) != SubscriberStatus.SUBSCRIBED:
             self.walker.log(self.run, step_id, "not_texted", "no subscribed number")
             return step.get("next")
         if self.changed and self.member is not None:
@@ -289,6 +318,10 @@ class _Run:
             ]
             self.changed = False
         values = dict(self.values)
+        dry = self.walker.dry
+        if dry and self.member is not None and dry.points.get(self.member.pk):
+            balance = self.member.points_balance + dry.points[self.member.pk]
+            values["points_balance"] = f"{balance:,}"
         if self.run.context.get("reward_code"):
             values["reward_code"] = self.run.context["reward_code"]
         try:
@@ -334,6 +367,11 @@ class _Run:
         if self.member is None:
             self.walker.log(self.run, step_id, "skipped", "not a member")
             return step.get("next")
+        dry = self.walker.dry
+        if dry is not None:
+            dry.points[self.member.pk] = dry.points.get(self.member.pk, 0) + step["points"]
+            self.walker.log(self.run, step_id, "awarded", f"{step['points']} points")
+            return step.get("next")
         entry = points_gift(
             member=self.member,
             points=step["points"],
@@ -353,14 +391,19 @@ class _Run:
         try:
             if reward is None:
                 raise RewardUnavailable("the reward was deleted")
-            redemption = reward_gift(
-                member=self.member, reward=reward, key=self._key(step_id), now=self.now
-            )
+            if self.walker.dry is not None:
+                if not reward.active:
+                    raise RewardUnavailable(f"The reward {reward.name!r} is not offered any more.")
+                code = DRY_CODE
+            else:
+                code = reward_gift(
+                    member=self.member, reward=reward, key=self._key(step_id), now=self.now
+                ).code
         except RewardUnavailable as error:
             self.walker.log(self.run, step_id, "skipped", str(error))
             return step.get("next")
-        self.run.context["reward_code"] = redemption.code
-        self.walker.log(self.run, step_id, "rewarded", redemption.code)
+        self.run.context["reward_code"] = code
+        self.walker.log(self.run, step_id, "rewarded", code)
         return step.get("next")
 
     def _add_tag(self, step_id: str, step: dict):
@@ -373,20 +416,25 @@ class _Run:
         if self.member is None:
             self.walker.log(self.run, step_id, "skipped", "not a member")
             return step.get("next")
-        self.changed = True
-        member_tags_change(
-            member=self.member,
-            add=[step["tag"]] if add else [],
-            remove=[] if add else [step["tag"]],
-            now=self.now,
-        )
+        if self.walker.dry is None:
+            self.changed = True
+            member_tags_change(
+                member=self.member,
+                add=[step["tag"]] if add else [],
+                remove=[] if add else [step["tag"]],
+                now=self.now,
+            )
         self.walker.log(self.run, step_id, "tagged" if add else "untagged", step["tag"])
         return step.get("next")
 
     def _unsubscribe(self, step_id: str, step: dict):
         subscriber = self.subscriber
-        if subscriber is None or subscriber.status == SubscriberStatus.UNSUBSCRIBED:
+        if subscriber is None or self.walker.status(subscriber) == SubscriberStatus.UNSUBSCRIBED:
             self.walker.log(self.run, step_id, "skipped", "not subscribed")
+            return step.get("next")
+        if self.walker.dry is not None:
+            self.walker.dry.statuses[subscriber.pk] = SubscriberStatus.UNSUBSCRIBED
+            self.walker.log(self.run, step_id, "unsubscribed", "sunset")
             return step.get("next")
         subscriber_opt_out(
             subscriber=subscriber,
@@ -414,21 +462,32 @@ class _Run:
                 ).exists()
             )
         if kind == "subscribed":
-            return subscriber is not None and subscriber.status == SubscriberStatus.SUBSCRIBED
+            return (
+                subscriber is not None
+                and self.walker.status(subscriber) == SubscriberStatus.SUBSCRIBED
+            )
         if member is None:
             return False
         member = self._fresh()
         if kind == "ordered_since_entry":
-            return member.last_order_at is not None and member.last_order_at >= self.run.entered_at
+            # Orders placed since entering and by now (a dry run's "now" is in the past).
+            return Order.objects.filter(
+                member_id=member.pk, placed_at__gte=self.run.entered_at, placed_at__lte=self.now
+            ).exists()
         if kind == "tier_is":
             return member.tier_id == condition.get("tier_id")
         if kind == "balance_gte":
-            return member.points_balance >= condition.get("points", 0)
+            given = self.walker.dry.points.get(member.pk, 0) if self.walker.dry else 0
+            return member.points_balance + given >= condition.get("points", 0)
         raise ValueError(f"unknown condition {kind}")
 
     def _fresh(self) -> Member:
-        """The member as it is now, locked for the rest of the batch."""
-        self.member = member_lock(self.member)
+        """The member as it is now, locked for the rest of the batch (a dry run reads it
+        without a lock: it must never keep a real order waiting)."""
+        if self.walker.dry is not None:
+            self.member = Member.objects.select_related("tier").get(pk=self.member.pk)
+        else:
+            self.member = member_lock(self.member)
         return self.member
 
     def _zone(self) -> ZoneInfo:

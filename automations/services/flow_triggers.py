@@ -95,16 +95,12 @@ def events_process(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> int:
         with transaction.atomic(), tenant_scope(tenant):
             with connection.cursor() as cursor:
                 cursor.execute(CLAIM_EVENTS, [tenant.pk, batch])
-                # Django leaves jsonb from a raw cursor as text.
-                events = [
-                    Event(id, kind, member_id, json.loads(payload), at)
-                    for id, kind, member_id, payload, at in cursor.fetchall()
-                ]
+                events = events_of(cursor.fetchall())
             if not events:
                 return done
             flows = list(Flow.objects.filter(status=FlowStatus.LIVE))
             if flows:
-                _act(tenant, flows, events, now)
+                events_act(tenant, flows, events, now)
             with connection.cursor() as cursor:
                 cursor.execute(MARK_PROCESSED, [now, tenant.pk, [e.id for e in events]])
             done += len(events)
@@ -112,7 +108,17 @@ def events_process(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> int:
             return done
 
 
-def _act(tenant: Tenant, flows: list[Flow], events: list[Event], now: datetime) -> None:
+def events_of(rows) -> list[Event]:
+    """Events from rows of (id, kind, member id, payload, created at); Django leaves jsonb
+    from a raw cursor as text."""
+    return [
+        Event(id, kind, member, json.loads(payload), at) for id, kind, member, payload, at in rows
+    ]
+
+
+def events_act(tenant: Tenant, flows: list[Flow], events: list[Event], now: datetime) -> None:
+    """End the runs these events' exit conditions name, then start the runs they trigger,
+    in these flows (all the brand's live ones, or a dry run's copy)."""
     # 1. Exits: per exit trigger, the members it ends runs for and when it happened.
     exiting: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
     for event in events:

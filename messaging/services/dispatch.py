@@ -371,7 +371,12 @@ def _claim(
 
 
 def _gate(
-    messages: list[OutboundMessage], now: datetime, report: DispatchReport
+    messages: list[OutboundMessage],
+    now: datetime,
+    report: DispatchReport,
+    *,
+    lock: bool = True,
+    statuses: dict[int, str] | None = None,
 ) -> list[OutboundMessage]:
     tenant = messages[0].tenant
     settings = messaging_settings_get(tenant)
@@ -379,12 +384,13 @@ def _gate(
     subscriber_ids = sorted({m.subscriber_id for m in messages})
     # Locked in id order (no deadlocks between claims): a concurrent claim for the same
     # subscriber waits, then sees the sends counted here.
-    subscribers = {
-        s.pk: s
-        for s in Subscriber.objects.filter(pk__in=subscriber_ids)
-        .order_by("pk")
-        .select_for_update(no_key=True)
-    }
+    rows = Subscriber.objects.filter(pk__in=subscriber_ids).order_by("pk")
+    if lock:
+        rows = rows.select_for_update(no_key=True)
+    subscribers = {s.pk: s for s in rows}
+    for subscriber_id, status in (statuses or {}).items():
+        if subscriber_id in subscribers:
+            subscribers[subscriber_id].status = status  # read only, never saved
     longest = max(settings.cap_hours, 24)
     recent: dict[int, list[datetime]] = defaultdict(list)
     marketing_to = {m.subscriber_id for m in messages if m.kind == MessageKind.MARKETING}
@@ -465,6 +471,21 @@ def _gate(
         to_send.append(message)
     _record_gate(changed, to_send, now, default_sender)
     return to_send
+
+
+def gate_dry(
+    messages: list[OutboundMessage],
+    now: datetime,
+    report: DispatchReport,
+    *,
+    statuses: dict[int, str],
+) -> list[OutboundMessage]:
+    """The dispatcher's decision for texts of one brand, recorded on them (those that may
+    go now come back marked `sending`; the others are deferred for quiet hours or caps,
+    suppressed or expired), for a caller that sends nothing: a flow's dry run, inside a
+    transaction it rolls back. It locks no subscriber (a real STOP must never wait for a dry
+    run) and reads consent from `statuses` (subscriber id → status then) where given."""
+    return _gate(messages, now, report, lock=False, statuses=statuses)
 
 
 def _record_gate(
