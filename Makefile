@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns lock clean
+.PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan lock clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench-segments: $(STAMP)
 
 bench-campaigns: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_campaign_fanout.py $(BENCH_ARGS)
+
+bench-scan: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_daily_scan.py $(BENCH_ARGS)
 
 # Prints pyproject's runtime dependencies, or an optional group's.
 define DEPS

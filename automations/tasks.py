@@ -8,6 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from automations.selectors import get_campaign
+from automations.services.flow_scans import flow_scans_run
 from automations.services.flow_work import flows_work_once
 from automations.services.launch import campaign_advance, campaigns_due
 from loyaltysms.models import Tenant
@@ -86,3 +87,26 @@ def flows_tick() -> int:
             flows_work.delay(tenant_id)
             sent += 1
     return sent
+
+
+@shared_task(route_queue=Queue.SCANS.value)
+def flow_scans() -> dict:
+    """Beat's entry (every 15 minutes, for zones with :30 and :45 offsets): the date
+    triggers of every brand's live flows (birthdays, expiring points, win-backs, …) enter
+    whom they hold for, once per occurrence; then a flows task wakes each brand with new
+    runs (flows_tick would find them within seconds too). WARNING: scans every tenant."""
+    report = flow_scans_run(now=timezone.now())
+    for tenant_id in report["tenants"]:
+        if cache.add(_flows_key(tenant_id), 1, FLOWS_DEBOUNCE):
+            flows_work.delay(tenant_id)
+    return report
+
+
+@tenant_task(queue=Queue.DEFAULT, soft_time_limit=55 * 60, time_limit=60 * 60)
+def flow_dry_run(tenant: Tenant, job_id: int) -> None:
+    """A dry run the dashboard asked for; its page shows the progress."""
+    from automations.models import FlowDryRun
+    from automations.services.flow_dryrun import flow_dry_run_execute
+
+    job = FlowDryRun.objects.get(pk=job_id)  # (in the tenant's scope: tenant_task)
+    flow_dry_run_execute(job=job, now=timezone.now())

@@ -254,6 +254,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     "advance-campaigns": {"task": "automations.tasks.campaigns_advance", "schedule": 60},
     # Flows: new loyalty events start and end runs; due runs take their steps.
     "flows-tick": {"task": "automations.tasks.flows_tick", "schedule": 10},
+    # Date triggers (birthdays, expiring points, win-backs, …) at a local time of day:
+    # every 15 minutes keeps that on time for every UTC offset (some are :30 and :45).
+    "flow-scans": {"task": "automations.tasks.flow_scans", "schedule": 15 * 60},
     # New orders credited to the click or delivered text that earned them.
     "attribute-orders": {"task": "messaging.tasks.attribute_orders", "schedule": 60},
     "purge-idempotency-records": {

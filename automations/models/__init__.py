@@ -11,9 +11,11 @@ from automations.models.campaigns import (
     WinnerMetric,
 )
 from automations.models.flows import (
+    DryRunStatus,
     EntryLimit,
     Flow,
     FlowAudience,
+    FlowDryRun,
     FlowRun,
     FlowRunLog,
     FlowStatus,
@@ -26,9 +28,11 @@ __all__ = [
     "CampaignRecipient",
     "CampaignStatus",
     "CampaignVariant",
+    "DryRunStatus",
     "EntryLimit",
     "Flow",
     "FlowAudience",
+    "FlowDryRun",
     "FlowRun",
     "FlowRunLog",
     "FlowStatus",

@@ -149,3 +149,35 @@ class FlowRunLog(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.action} at {self.step}"
+
+
+class DryRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class FlowDryRun(TenantOwnedModel):
+    """A dry run asked for in the dashboard, done by a worker while the page shows progress;
+    its report is kept as JSON (automations.services.flow_dryrun)."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="dry_runs")
+    days = models.PositiveSmallIntegerField()
+    status = models.CharField(
+        max_length=8, choices=DryRunStatus.choices, default=DryRunStatus.QUEUED
+    )
+    progress = models.FloatField(default=0)
+    report = models.JSONField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    # The flow as it was when asked (its version), so an edit since shows as such.
+    flow_version = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dry run {self.pk} of flow {self.flow_id}"

@@ -30,11 +30,22 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from django.core.cache import cache
 from django.db import connection, transaction
+from django.utils import timezone
 
-from automations.flows.spec import DATE_TRIGGERS
-from automations.models import Flow, FlowRun, FlowRunLog, FlowStatus, RunStatus
+from automations.flows.spec import DATE_TRIGGERS, FlowInvalid
+from automations.models import (
+    DryRunStatus,
+    Flow,
+    FlowDryRun,
+    FlowRun,
+    FlowRunLog,
+    FlowStatus,
+    RunStatus,
+)
 from automations.services.flow_engine import DryState, flow_runs_advance
+from automations.services.flow_scans import flow_scans_run
 from automations.services.flow_triggers import events_act, events_of
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import ConsentAction, MessageStatus, OutboundMessage, SubscriberStatus
@@ -231,9 +242,7 @@ class _Simulation:
             if events:
                 events_act(self.tenant, [self.flow], events, moment)
             if moment in self.scan_set:
-                from automations.services.flow_scans import flow_scans_run
-
-                flow_scans_run(now=moment, tenant=self.tenant)
+                flow_scans_run(now=moment, tenant=self.tenant, flow_ids=[self.flow.pk])
             flow_runs_advance(tenant=self.tenant, now=moment, flow_ids=[self.flow.pk], dry=self.dry)
             self._collect_texts()
             self._dispatch(moment)
@@ -337,3 +346,102 @@ class _Simulation:
         report.exited = runs[RunStatus.EXITED]
         report.in_progress = runs[RunStatus.ACTIVE]
         return report
+
+
+# --- as a job: asked for in the dashboard, done by a worker ---------------------------------
+
+PROGRESS_KEY = "flow-dry-run-progress:{}"
+TOTALS = (
+    "texts", "sent", "held_quiet", "held_cap", "suppressed", "expired", "waiting", "segments",
+    "cost",
+)  # fmt: skip
+
+
+def report_json(report: DryRunReport) -> dict:
+    """The report as the job keeps it (JSON)."""
+    return {
+        "days": report.days,
+        "start": report.start.isoformat(),
+        "end": report.end.isoformat(),
+        "entered": report.entered,
+        "finished": report.finished,
+        "exited": report.exited,
+        "in_progress": report.in_progress,
+        "totals": {
+            name: str(report.total(name)) if name == "cost" else report.total(name)
+            for name in TOTALS
+        },
+        "steps": {
+            step: {
+                "entered": f.entered,
+                "actions": dict(f.actions),
+                "branches": dict(f.branches),
+                "texts": f.texts,
+                "sent": f.sent,
+                "held_quiet": f.held_quiet,
+                "held_cap": f.held_cap,
+                "suppressed": f.suppressed,
+                "expired": f.expired,
+                "waiting": f.waiting,
+                "segments": f.segments,
+                "cost": str(f.cost),
+            }
+            for step, f in report.steps.items()
+        },
+    }
+
+
+@transaction.atomic
+def flow_dry_run_queue(*, flow: Flow, days: int, now: datetime, actor=None) -> FlowDryRun:
+    """A dry run for a worker to do (automations.tasks.flow_dry_run)."""
+    from automations.tasks import flow_dry_run as task
+    from loyaltysms.tenancy.tasks import enqueue_on_commit
+
+    if not 1 <= days <= MAX_DAYS:
+        raise FlowInvalid(f"A dry run covers 1 to {MAX_DAYS} days.", errors={"days": ["1–90"]})
+    with tenant_scope(flow.tenant):
+        job = FlowDryRun.objects.create(
+            flow=flow, days=days, flow_version=flow.version, created_by=actor, created_at=now
+        )
+    enqueue_on_commit(task, flow.tenant_id, job.pk)
+    return job
+
+
+def flow_dry_run_execute(*, job: FlowDryRun, now: datetime) -> FlowDryRun:
+    """Do a queued dry run once (a redelivered task finds it taken and returns)."""
+    tenant = job.tenant
+    with tenant_scope(tenant):
+        taken = FlowDryRun.objects.filter(pk=job.pk, status=DryRunStatus.QUEUED).update(
+            status=DryRunStatus.RUNNING, started_at=now
+        )
+        if taken != 1:
+            return FlowDryRun.objects.get(pk=job.pk)  # another worker got there first
+        job.refresh_from_db()
+        key = PROGRESS_KEY.format(job.pk)
+        try:
+            report = flow_dry_run(
+                flow=job.flow,
+                days=job.days,
+                now=now,
+                # The run's own writes are undone: its progress goes to the cache.
+                progress=lambda done: cache.set(key, done, 3600),
+            )
+        except Exception as error:
+            FlowDryRun.objects.filter(pk=job.pk).update(
+                status=DryRunStatus.FAILED, error=str(error)[:300], finished_at=timezone.now()
+            )
+            raise
+        FlowDryRun.objects.filter(pk=job.pk).update(
+            status=DryRunStatus.DONE,
+            progress=1.0,
+            report=report_json(report),
+            finished_at=timezone.now(),
+        )
+        cache.delete(key)
+        return FlowDryRun.objects.get(pk=job.pk)
+
+
+def dry_run_progress(job: FlowDryRun) -> float:
+    if job.status == DryRunStatus.RUNNING:
+        return cache.get(PROGRESS_KEY.format(job.pk), 0.0)
+    return 1.0 if job.status == DryRunStatus.DONE else 0.0
