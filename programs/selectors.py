@@ -209,8 +209,8 @@ def program_rewards(*, active_only: bool = False) -> QuerySet:
 
 def personalization(tenant: Tenant, members: Sequence[Member], now: datetime) -> dict[int, dict]:
     """What a text may say about each member (the messaging app's one window into loyalty
-    data): member id → {first_name, points_balance, points_name, vip_tier, next_tier,
-    points_to_next_tier, points_expiring, points_expiring_date}. A few queries per call,
+    data): member id → {first_name, points_balance, points_name, vip_tier, tier_perks,
+    next_tier, points_to_next_tier, points_expiring, points_expiring_date}. A few queries per call,
     whatever the number of members."""
     if not members:
         return {}
@@ -230,6 +230,7 @@ def personalization(tenant: Tenant, members: Sequence[Member], now: datetime) ->
             "points_balance": f"{member.points_balance:,}",
             "points_name": context.program.points_name,
             "vip_tier": member.tier.name if member.tier_id else "",
+            "tier_perks": member.tier.perks.strip() if member.tier_id else "",
             "next_tier": progress["name"] if progress else "",
             "points_to_next_tier": (
                 f"{progress['points_needed']:,}"

@@ -5,8 +5,9 @@ services, and an outsider brand with look-alike people."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -142,3 +143,70 @@ def click(tenant: Tenant, subscriber_id: int, campaign) -> None:
 def subscriber(tenant: Tenant, subscriber_id: int) -> Subscriber:
     with tenant_scope(tenant):
         return Subscriber.objects.get(pk=subscriber_id)
+
+
+# --- flows: a fake clock, a brand in New York, people joining, a tap on a link ---------------
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+class Clock:
+    """The time as the test sets it; pass the instance where a service takes `now=` as a
+    callable."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta) -> None:
+        self.at += timedelta(**delta)
+
+    def to_local(self, day: date, hour: int, minute: int = 0, zone: ZoneInfo = NEW_YORK) -> None:
+        """On to that local moment (never back)."""
+        target = datetime.combine(day, time(hour, minute), tzinfo=zone)
+        assert target >= self.at, f"the clock is at {self.at}, past {target}"
+        self.at = target.astimezone(UTC)
+
+
+def in_new_york(tenant: Tenant) -> Tenant:
+    """The brand in New York, its sandbox sender as fast as we pace it."""
+    tenant.timezone = "America/New_York"
+    tenant.save(update_fields=["timezone"])
+    sender = sender_default(tenant)
+    sender.mps = 100
+    sender.save(update_fields=["mps"])
+    return tenant
+
+
+def subscribe_number(tenant: Tenant, n: int, at: datetime, *, member=None) -> Subscriber:
+    """+1 212 555 <n>, subscribed at checkout (single opt-in, no confirmation text)."""
+    return subscriber_opt_in(
+        tenant=tenant,
+        phone=f"+1212555{n:04d}",
+        evidence=Evidence(source="checkout"),
+        now=at,
+        member=member,
+        double_opt_in=False,
+        send_confirmation=False,
+    )
+
+
+def join(tenant: Tenant, n: int, at: datetime, *, subscribe: bool = True, **profile):
+    """Member m<n> "Pat<n> Lee" enrolls (an outbox event) and, unless told not to,
+    subscribes their number (another)."""
+    profile.setdefault("last_name", "Lee")
+    member = member_upsert(
+        tenant=tenant, external_id=f"m{n}", now=at, first_name=f"Pat{n}", **profile
+    ).member
+    if subscribe:
+        subscribe_number(tenant, n, at, member=member)
+    return member
+
+
+def tap_link(tenant: Tenant, text: OutboundMessage) -> None:
+    """The recipient taps the tracked link of the text on their phone."""
+    with tenant_scope(tenant):
+        link = ShortLink.objects.get(message_dedupe_key=text.dedupe_key)
+    assert Client().get(f"/l/{link.code}", headers={"User-Agent": BROWSER}).status_code == 302

@@ -22,12 +22,13 @@ from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import MessageStatus, OutboundMessage, Subscriber
 from messaging.services.dispatch import dispatch_due
 from messaging.services.setup import messaging_settings_get, sender_default
-from messaging.services.subscribers import Evidence, subscriber_opt_in, subscriber_opt_out
+from messaging.services.subscribers import Evidence, subscriber_opt_out
 from programs.models import LoyaltyEvent, Member, PointsEntry
-from programs.services.members import member_upsert
+from programs.services.members import Birthday
 from programs.services.orders import order_record
 
 from ..conftest import make_brand
+from .conftest import NEW_YORK, in_new_york, join
 
 # 08:00 in New York on 1 June.
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -65,13 +66,7 @@ HISTORY = [
 
 
 def brand_with_history(slug: str, *, live: bool):
-    brand = make_brand(slug, slug.title(), f"owner@{slug}.test")
-    tenant = brand.tenant
-    tenant.timezone = "America/New_York"
-    tenant.save(update_fields=["timezone"])
-    sender = sender_default(tenant)
-    sender.mps = 100
-    sender.save(update_fields=["mps"])
+    tenant = in_new_york(make_brand(slug, slug.title(), f"owner@{slug}.test").tenant)
     flow = flow_create(
         tenant=tenant,
         now=T0 - timedelta(days=1),
@@ -87,19 +82,7 @@ def brand_with_history(slug: str, *, live: bool):
 
 def act(tenant, what: str, n: int, at: datetime) -> None:
     if what.startswith("join"):
-        member = member_upsert(
-            tenant=tenant, external_id=f"m{n}", now=at, first_name=f"Pat{n}", last_name="Lee"
-        ).member
-        if what == "join":
-            subscriber_opt_in(
-                tenant=tenant,
-                phone=f"+1212555{n:04d}",
-                evidence=Evidence(source="checkout"),
-                now=at,
-                member=member,
-                double_opt_in=False,
-                send_confirmation=False,
-            )
+        join(tenant, n, at, subscribe=what == "join")
     elif what == "stop":
         with tenant_scope(tenant):
             subscriber = Subscriber.objects.get(phone=f"+1212555{n:04d}")
@@ -246,3 +229,25 @@ def test_lint_warns_about_night_sends_bursts_and_missing_opt_out(alice_brand):
     codes = {(w.where, w.code) for w in flow_lint(flow, settings)}
     assert {("steps.a", "no-opt-out"), ("steps.c", "no-opt-out"), ("steps.f", "no-opt-out")} < codes
     assert ("steps.e", "no-opt-out") not in codes
+
+
+def test_a_dry_run_of_a_date_flow_finds_the_days_in_its_window(alice_brand):
+    """Birthdays 2 and 5 days ago are found at 10:00 on their day (one a Los Angeles member,
+    three hours later); one in 3 days and one a month ago are not."""
+    tenant = in_new_york(alice_brand.tenant)
+    now = ny(20, 15)
+    for n, days_ago, zone in ((1, 2, ""), (2, 5, "America/Los_Angeles"), (3, -3, ""), (4, 30, "")):
+        day = (now - timedelta(days=days_ago)).astimezone(NEW_YORK)
+        join(tenant, n, T0, birthday=Birthday(month=day.month, day=day.day), timezone=zone)
+    flow = flow_create(
+        tenant=tenant,
+        now=T0,
+        name="Birthday",
+        trigger={"type": "birthday", "at": "10:00"},
+        steps={"start": "a", "steps": {"a": {"type": "send_sms", "body": "Happy birthday!"}}},
+    )
+    report = flow_dry_run(flow=flow, days=7, now=now)
+    assert report.entered == 2
+    assert report.steps["a"].texts == 2 and report.steps["a"].sent == 2
+    with tenant_scope(tenant):
+        assert not FlowRun.objects.exists() and not OutboundMessage.objects.exists()

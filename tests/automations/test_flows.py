@@ -5,40 +5,26 @@ saved. The clock is a fake one; the dispatcher and sandbox are the real ones."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 
 from automations.flows.spec import FlowInvalid
 from automations.models import Flow, FlowRun, FlowRunLog, RunStatus
 from automations.services.flow_work import flows_work_once
 from automations.services.flows import flow_create, flow_set_status, flow_update
 from loyaltysms.tenancy.context import tenant_scope
-from messaging.models import OutboundMessage, ShortLink, Subscriber, SubscriberStatus
-from messaging.services.setup import sender_default
+from messaging.models import OutboundMessage, Subscriber, SubscriberStatus
 from messaging.services.subscribers import Evidence, subscriber_opt_in
 from programs.models import Member, PointsEntry, Redemption, Reward
-from programs.services.members import member_upsert
 from programs.services.orders import order_record
 from programs.services.program import tier_create
 
-from .conftest import BROWSER
+from .conftest import Clock, in_new_york, join, tap_link
 
 # 14:00 in New York.
 T0 = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta) -> None:
-        self.at += timedelta(**delta)
 
 
 @pytest.fixture
@@ -48,38 +34,7 @@ def clock():
 
 @pytest.fixture
 def brand(alice_brand):
-    tenant = alice_brand.tenant
-    tenant.timezone = "America/New_York"
-    tenant.save(update_fields=["timezone"])
-    sender = sender_default(tenant)
-    sender.mps = 100
-    sender.save(update_fields=["mps"])
-    return tenant
-
-
-def join(tenant, n: int, at: datetime, *, subscribe: bool = True) -> Member:
-    """A member enrolls (an event) and, by default, subscribes their number (an event)."""
-    member = member_upsert(
-        tenant=tenant, external_id=f"m{n}", now=at, first_name=f"Pat{n}", last_name="Lee"
-    ).member
-    if subscribe:
-        subscriber_opt_in(
-            tenant=tenant,
-            phone=f"+1212555{n:04d}",
-            evidence=Evidence(source="checkout"),
-            now=at,
-            member=member,
-            double_opt_in=False,
-            send_confirmation=False,
-        )
-    return member
-
-
-def tap_link(tenant, text: OutboundMessage) -> None:
-    """The recipient taps the tracked link of the text on their phone."""
-    with tenant_scope(tenant):
-        link = ShortLink.objects.get(message_dedupe_key=text.dedupe_key)
-    assert Client().get(f"/l/{link.code}", headers={"User-Agent": BROWSER}).status_code == 302
+    return in_new_york(alice_brand.tenant)
 
 
 def run_flows(tenant, clock: Clock) -> dict:
