@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automations.views import analytics, campaigns
+from automations.views import analytics, campaigns, flows
 
 dashboard_urlpatterns = [
     path("campaigns/", campaigns.campaigns, name="campaigns"),
@@ -24,6 +24,18 @@ dashboard_urlpatterns = [
         campaigns.campaign_stats_csv,
         name="campaign_stats_csv",
     ),
+    path("flows/", flows.flows, name="flows"),
+    path("flows/install/", flows.flow_install_view, name="flow_install"),
+    path("flows/new/", flows.flow_new, name="flow_new"),
+    path("flows/<int:flow_id>/", flows.flow_detail, name="flow_detail"),
+    path("flows/<int:flow_id>/edit/", flows.flow_edit, name="flow_edit"),
+    path("flows/<int:flow_id>/status/", flows.flow_status, name="flow_status"),
+    path("flows/<int:flow_id>/delete/", flows.flow_delete, name="flow_delete"),
+    path("flows/<int:flow_id>/dry-run/", flows.flow_dry_run_start, name="flow_dry_run_start"),
+    path("flows/<int:flow_id>/dry-runs/<int:job_id>/", flows.flow_dry_run, name="flow_dry_run"),
+    path("flows/<int:flow_id>/runs/", flows.flow_runs, name="flow_runs"),
+    path("flows/<int:flow_id>/runs/<int:run_id>/", flows.flow_run, name="flow_run"),
+    path("flows/members/<int:member_id>/", flows.member_flow_runs, name="member_flow_runs"),
     path("analytics/", analytics.analytics, name="analytics"),
     path("analytics/summary.csv", analytics.summary_csv, name="analytics_summary_csv"),
     path("analytics/daily.csv", analytics.daily_csv, name="analytics_daily_csv"),

@@ -61,7 +61,39 @@ def other_tenant_ids(brand) -> dict[str, dict]:
         body="News!",
         segment_ids=[segment.pk],
     )
+    from automations.models import FlowDryRun, FlowRun
+    from automations.services.flows import flow_create
+
+    flow = flow_create(
+        tenant=tenant,
+        now=timezone.now(),
+        name=f"{tenant.name} hello",
+        trigger={"type": "member_enrolled"},
+        steps={"start": "a", "steps": {"a": {"type": "end"}}},
+    )
+    with tenant_scope(tenant):
+        run = FlowRun.objects.create(
+            flow=flow, member=member, person=f"m{member.pk}", occurrence="x", step="a",
+            entered_at=timezone.now(),
+        )  # fmt: skip
+        job = FlowDryRun.objects.create(
+            flow=flow, days=7, flow_version=1, created_at=timezone.now()
+        )
     return {
+        **{
+            name: {"flow_id": flow.pk}
+            for name in (
+                "flow_detail",
+                "flow_edit",
+                "flow_status",
+                "flow_delete",
+                "flow_dry_run_start",
+                "flow_runs",
+            )
+        },
+        "flow_dry_run": {"flow_id": flow.pk, "job_id": job.pk},
+        "flow_run": {"flow_id": flow.pk, "run_id": run.pk},
+        "member_flow_runs": {"member_id": member.pk},
         **{
             name: {"campaign_id": campaign.pk}
             for name in (
@@ -177,6 +209,11 @@ GET_ONLY = {
     "campaign_detail",
     "campaign_progress",
     "campaign_stats_csv",
+    "flow_detail",
+    "flow_dry_run",
+    "flow_runs",
+    "flow_run",
+    "member_flow_runs",
 }
 
 # Routes with a path argument that is not an object id of a brand.
