@@ -43,7 +43,7 @@ seed: $(STAMP)
 	$(PY) manage.py seed_demo
 
 ## bench: the benchmarks in bench/ (each measures its baseline in the same run)
-bench: bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns
+bench: bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan
 
 bench-orders: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_order_ingest.py $(BENCH_ARGS)

@@ -177,8 +177,8 @@ def main() -> int:
         def reset() -> None:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "TRUNCATE automations_campaignrecipient, messaging_outboundmessage, "
-                    "messaging_shortlink"
+                    "TRUNCATE automations_campaignrecipient, messaging_attribution, "
+                    "messaging_outboundmessage, messaging_shortlink"
                 )
                 cursor.execute("CHECKPOINT")
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from automations.metrics import WINNER_METRICS, dedupe_prefix, winner_of
 from automations.models import (
@@ -281,6 +281,25 @@ class _Writer:
         return rows[-1][1], len(rows), len(messages), len(too_long)
 
 
+# A chunk's tracked links draw 7-character codes at random (62^7 of them): a million links
+# meet an existing code about once in seven campaigns. The chunk is then drawn again.
+CODE_DRAWS = 3
+
+
+def _chunk(writer: _Writer, cursor, after: int, size: int) -> tuple[int, int, int, int]:
+    """writer.chunk in a savepoint, drawn again when a link's code is taken already."""
+    for _ in range(CODE_DRAWS - 1):
+        try:
+            with transaction.atomic():
+                return writer.chunk(cursor, after, size)
+        except IntegrityError as error:
+            if "messaging_shortlink_code" not in str(error):
+                raise
+            logger.info("campaign %s: a link code was taken; drawn again", writer.campaign.pk)
+    with transaction.atomic():
+        return writer.chunk(cursor, after, size)
+
+
 def _lock(campaign: Campaign) -> Campaign:
     with tenant_scope(campaign.tenant):
         return Campaign.objects.select_for_update(no_key=True).get(pk=campaign.pk)
@@ -312,7 +331,7 @@ def _fan_out(
             if locked.status != CampaignStatus.SENDING:
                 return False
             after = getattr(locked, cursor_field)
-            last, read, created, skipped = writer.chunk(cursor, after, chunk)
+            last, read, created, skipped = _chunk(writer, cursor, after, chunk)
             if not read:
                 return True
             with tenant_scope(campaign.tenant):

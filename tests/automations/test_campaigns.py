@@ -369,3 +369,31 @@ def test_links_are_tracked_per_recipient(audience):
         assert link.subscriber_id == text.subscriber_id
         assert link.target == "https://shop.test/sale"
         assert f"/l/{link.code} today" in text.body
+
+
+def test_a_link_code_drawn_twice_draws_the_chunk_again(audience, monkeypatch):
+    """A code that exists already (1 in 3.5e12 a draw; about once in seven million-link
+    campaigns) costs the chunk a second draw, not the launch."""
+    from messaging.models import ShortLink
+    from messaging.services.bulk import LinkShortener
+
+    first = make_campaign(audience, body="Sale at https://shop.test/sale today")
+    campaign_launch(campaign=first, now=NOON)
+    with tenant_scope(audience.tenant):
+        taken = ShortLink.objects.values_list("code", flat=True).first()
+    real = LinkShortener.new_code
+    draws = {"n": 0}
+
+    def unlucky(self) -> str:
+        draws["n"] += 1
+        return taken if draws["n"] == 2 else real(self)
+
+    monkeypatch.setattr(LinkShortener, "new_code", unlucky)
+    second = make_campaign(audience, name="Again", body="More at https://shop.test/more")
+    assert campaign_launch(campaign=second, now=NOON)
+    texts = texts_of(audience.tenant, second)
+    assert sorted(t.subscriber_id for t in texts) == sorted(audience.subscribed)
+    with tenant_scope(audience.tenant):
+        codes = list(ShortLink.objects.values_list("code", flat=True))
+    assert len(codes) == len(set(codes)) == 2 * len(texts)
+    assert draws["n"] > len(texts)  # the chunk was drawn again
