@@ -166,6 +166,9 @@ WHERE fl.trigger_type = 'points_expiring'
   AND (%(now)s AT TIME ZONE coalesce(nullif(m.timezone, ''), fl.tz))::time >= fl.at
   AND l.first < (((%(now)s AT TIME ZONE coalesce(nullif(m.timezone, ''), fl.tz))::date
                   + fl.n + 1)::timestamp AT TIME ZONE coalesce(nullif(m.timezone, ''), fl.tz))
+  AND NOT EXISTS (SELECT 1 FROM automations_flowrun r
+                  WHERE r.tenant_id = fl.tenant_id AND r.member_id = m.id AND r.flow_id = fl.id
+                    AND r.entered_at > %(now)s - fl.n * interval '1 day')
 UNION ALL
 SELECT fl.id, m.id,
        'order:' || (m.last_order_at AT TIME ZONE coalesce(nullif(m.timezone, ''), fl.tz))::date

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import ProtectedError
 
 from loyaltysms.models import Tenant, User
 from loyaltysms.problems import ProblemError
@@ -89,9 +90,23 @@ def segment_update(
     return segment
 
 
+class SegmentInUse(ProblemError):
+    status_code = 409
+    code = "segment-in-use"
+
+
 @transaction.atomic
 def segment_delete(*, segment: Segment, actor: User | None = None) -> None:
+    """Delete a segment; refused while a flow filters on it (campaigns name segments by id
+    and find a deleted one at launch)."""
     tenant = segment.tenant
     with tenant_scope(tenant):
-        Segment.objects.filter(pk=segment.pk).delete()
+        try:
+            Segment.objects.filter(pk=segment.pk).delete()
+        except ProtectedError as error:
+            users = sorted({str(obj) for obj in error.protected_objects})
+            raise SegmentInUse(
+                f"The flow{'s' if len(users) > 1 else ''} {', '.join(users)} only let people "
+                "in this segment enter: change or delete them first."
+            ) from error
     audit(tenant=tenant, actor=actor, action="segment.deleted", target=segment.name)

@@ -227,7 +227,11 @@ def segment_delete(request, segment_id: int):
     """A confirmation page; deleting needs its button (confirm=yes)."""
     segment = selectors.get_segment(request.tenant, segment_id)
     if request.method == "POST" and request.POST.get("confirm") == "yes":
-        services.segment_delete(segment=segment, actor=request.user)
+        try:
+            services.segment_delete(segment=segment, actor=request.user)
+        except services.SegmentInUse as error:
+            messages.error(request, error.detail)
+            return redirect("segment_edit", segment.pk)
         messages.success(request, f"Deleted the segment {segment.name}.")
         return redirect("segments")
     return render(request, "segments/delete.html", {"segment": segment, "segments_tab": True})

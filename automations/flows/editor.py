@@ -15,6 +15,7 @@ from automations.flows.spec import (
     DATE_TRIGGERS,
     EVENT_TRIGGERS,
     EXIT_EVENTS,
+    MAX_STEPS,
     STEP_TYPES,
     TRIGGERS,
 )
@@ -74,6 +75,7 @@ class FlowEditor:
     rows: list[StepRow]
     start: str
     errors: dict = field(default_factory=dict)  # field → messages
+    seq: int = 0  # the highest step number given so far (ids are never given twice)
 
     # --- building ---------------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class FlowEditor:
                 for sid, step in steps.items()
             ],
             start=flow.steps.get("start") or "",
+            seq=flow.steps.get("seq") or 0,
         )
 
     @classmethod
@@ -111,7 +114,12 @@ class FlowEditor:
         if kind == "sms_subscribed" and post.getlist("trigger_sources"):
             trigger["sources"] = post.getlist("trigger_sources")
         rows = []
-        for n in range(_int(post.get("step_count")) or 0):
+        try:
+            count = int(post.get("step_count", 0))
+        except (TypeError, ValueError):
+            count = 0
+        seen: set[str] = set()
+        for n in range(max(0, min(count, MAX_STEPS + 1))):
             prefix = f"step-{n}-"
             if f"{prefix}id" not in post:
                 continue
@@ -137,7 +145,11 @@ class FlowEditor:
                 elif name in ("next", "yes", "no", "until"):
                     value = value or None
                 data[name] = value
-            rows.append(StepRow(post.get(f"{prefix}id", "").strip(), step_type, data))
+            row = StepRow(post.get(f"{prefix}id", "").strip(), step_type, data)
+            if row.id in seen:
+                row.errors["row"] = ["Another step has this id: give each step its own."]
+            seen.add(row.id)
+            rows.append(row)
         return cls(
             fields={
                 "name": post.get("name", ""),
@@ -150,6 +162,7 @@ class FlowEditor:
             },
             rows=rows,
             start=post.get("start", ""),
+            seq=seq if isinstance(seq := _int(post.get("seq")), int) else 0,
         )
 
     # --- editing --------------------------------------------------------------------------
@@ -159,11 +172,9 @@ class FlowEditor:
         to it); remove:<n> removes a row (and every way to it)."""
         if action.startswith("add:") and action[4:] in STEP_TYPES:
             step_type = action[4:]
-            taken = {row.id for row in self.rows}
-            number = len(self.rows) + 1
-            while f"s{number}" in taken:
-                number += 1
-            new = StepRow(f"s{number}", step_type, dict(NEW_STEP[step_type]))
+            numbers = [int(r.id[1:]) for r in self.rows if r.id[:1] == "s" and r.id[1:].isdigit()]
+            self.seq = max([self.seq, *numbers]) + 1
+            new = StepRow(f"s{self.seq}", step_type, dict(NEW_STEP[step_type]))
             if step_type not in ("end",) and step_type != "branch":
                 new.data["next"] = None
             if self.rows:
@@ -195,7 +206,7 @@ class FlowEditor:
                 if name in row.data:
                     step[name] = row.data[name]
             steps[row.id] = step
-        return {"start": self.start, "steps": steps}
+        return {"start": self.start, "steps": steps, "seq": self.seq}
 
     def service_fields(self) -> dict:
         return {**self.fields, "steps": self.steps()}

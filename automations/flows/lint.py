@@ -23,6 +23,7 @@ from messaging.models import MessagingSettings
 STOP_WORDS = re.compile(r"\b(STOP|UNSUBSCRIBE|CANCEL|END|QUIT|STOPALL|OPTOUT)\b")
 BURST_WINDOW = timedelta(hours=48)
 BURST_MOST = 3
+MAX_PATHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -118,21 +119,24 @@ def _wait_of(step: dict) -> timedelta:
 
 
 def _most_texts_in(graph: dict, span: timedelta) -> int:
-    """The most texts on any path whose send times (by the least waits) fit in `span`."""
-    steps, best = graph["steps"], 0
+    """The most texts on any path whose send times (by the least waits) fit in `span`.
+    Paths that meet again are walked again: at most MAX_PATHS of them (a flow of 39 branches
+    has 2^39), then the most found so far stands."""
+    steps, best, walked = graph["steps"], 0, 0
 
-    def walk(sid: str | None, times: list[timedelta], at: timedelta) -> None:
-        nonlocal best
-        if not sid or sid not in steps:
+    def walk(sid: str | None, times: tuple[timedelta, ...], at: timedelta) -> None:
+        nonlocal best, walked
+        if not sid or sid not in steps or walked >= MAX_PATHS:
+            walked += 1
             return
         step = steps[sid]
         if step["type"] == "send_sms":
-            times = [*times, at]
-            best = max(best, sum(1 for t in times if t > at - span))  # those within span of this
+            times = (*(t for t in times if t > at - span), at)  # those within span of this
+            best = max(best, len(times))
         if step["type"] == "wait":
             at = at + _wait_of(step)
-        for target in successors(step):
+        for target in successors(step) or [None]:
             walk(target, times, at)
 
-    walk(graph.get("start"), [], timedelta(0))
+    walk(graph.get("start"), (), timedelta(0))
     return best

@@ -60,7 +60,7 @@ class FlowFigures:
 # the attribution scan credited to the flow's texts.
 RUNS = """
 SELECT flow_id, count(*), count(*) FILTER (WHERE status = 'active')
-FROM automations_flowrun WHERE tenant_id = %s GROUP BY flow_id
+FROM automations_flowrun WHERE tenant_id = %s AND flow_id = ANY(%s) GROUP BY flow_id
 """
 SENT_AND_CLICKED = """
 SELECT g.flow_id, count(*), count(*) FILTER (WHERE EXISTS (
@@ -84,7 +84,7 @@ def flow_figures(tenant: Tenant, flows: list[Flow]) -> dict[int, FlowFigures]:
     figures: dict[int, FlowFigures] = defaultdict(FlowFigures)
     ids = [f.pk for f in flows]
     with connection.cursor() as cursor:
-        cursor.execute(RUNS, [tenant.pk])
+        cursor.execute(RUNS, [tenant.pk, ids])
         for flow_id, entered, active in cursor.fetchall():
             figures[flow_id].entered, figures[flow_id].active = entered, active
         cursor.execute(SENT_AND_CLICKED.format(only="AND g.flow_id = ANY(%s)"), [tenant.pk, ids])

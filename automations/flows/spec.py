@@ -1,7 +1,8 @@
 """What a flow may say: its trigger, its steps and its exits, checked before it is saved.
 
 Triggers
-- events from the programs outbox: member_enrolled, sms_subscribed, tier_upgraded,
+- events from the programs outbox: member_enrolled, sms_subscribed ("sources": only numbers
+  that subscribed through these, e.g. not imports), tier_upgraded,
   tier_downgraded (optionally to one tier: "tier_id"), points_earned, reward_redeemed,
   order_placed, order_refunded;
 - dates, found by a scan at a local time of day ("at", "HH:MM") in each member's zone:
@@ -27,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from loyaltysms.problems import ProblemError
+from messaging.models import ConsentSource
 from messaging.services.outbound import BodyInvalid, check_template
 
 EVENT_TRIGGERS = {
@@ -92,7 +94,8 @@ class Problems:
         self.found.setdefault(where, []).append(message)
 
 
-def _int(value, lo: int, hi: int) -> bool:
+def _whole(value, lo: int, hi: int) -> bool:
+    """A whole number (not a bool) from lo to hi."""
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
@@ -117,9 +120,15 @@ def check_trigger(trigger, problems: Problems, *, tier_ids=(), date_default_at="
     if settings:
         name, default, lo, hi = settings
         value = trigger.get(name, default)
-        if not _int(value, lo, hi):
+        if not _whole(value, lo, hi):
             problems.add(f"trigger.{name}", f"a whole number from {lo} to {hi}")
         clean[name] = value
+    if kind == "sms_subscribed" and trigger.get("sources"):
+        sources = trigger["sources"]
+        if not isinstance(sources, list) or any(x not in ConsentSource.values for x in sources):
+            problems.add("trigger.sources", f"any of: {', '.join(ConsentSource.values)}")
+        else:
+            clean["sources"] = sorted(set(sources))
     if kind in ("tier_upgraded", "tier_downgraded") and trigger.get("tier_id") is not None:
         if trigger["tier_id"] not in tier_ids:
             problems.add("trigger.tier_id", "no such tier")
@@ -137,7 +146,7 @@ def _check_condition(condition, where: str, problems: Problems, tier_ids) -> dic
             problems.add(f"{where}.tier_id", "no such tier")
         clean["tier_id"] = condition.get("tier_id")
     if condition["type"] == "balance_gte":
-        if not _int(condition.get("points"), 0, 100_000_000):
+        if not _whole(condition.get("points"), 0, 100_000_000):
             problems.add(f"{where}.points", "a whole number of points")
         clean["points"] = condition.get("points")
     return clean
@@ -171,7 +180,7 @@ def _check_step(step_id: str, step, problems: Problems, *, tier_ids, reward_ids)
     elif kind == "wait":
         for unit, hi in (("days", MAX_WAIT_DAYS), ("hours", 24 * 31), ("minutes", 60 * 24)):
             value = step.get(unit, 0)
-            if not _int(value, 0, hi):
+            if not _whole(value, 0, hi):
                 problems.add(f"{where}.{unit}", f"0 to {hi}")
                 value = 0
             clean[unit] = value
@@ -182,7 +191,7 @@ def _check_step(step_id: str, step, problems: Problems, *, tier_ids, reward_ids)
         if not any(clean[u] for u in ("days", "hours", "minutes")) and until is None:
             problems.add(where, "wait for a duration, until a time of day, or both")
     elif kind == "award_points":
-        if not _int(step.get("points"), 1, 1_000_000):
+        if not _whole(step.get("points"), 1, 1_000_000):
             problems.add(f"{where}.points", "1 to 1,000,000 points")
         clean["points"] = step.get("points")
     elif kind == "issue_reward":
@@ -227,7 +236,7 @@ def check_steps(graph, problems: Problems, *, tier_ids=(), reward_ids=()) -> dic
         if step["type"] == "branch" and not (step.get("yes") or step.get("no")):
             problems.add(f"steps.{sid}", "a branch goes somewhere on yes or on no")
     if problems.found or start not in steps:
-        return {"start": start, "steps": steps}
+        return {"start": start, "steps": steps, **_seq(graph)}
     # Reachable from the start, and no way back to a step already on the path (no loops).
     seen: set[str] = set()
     on_path: set[str] = set()
@@ -250,7 +259,14 @@ def check_steps(graph, problems: Problems, *, tier_ids=(), reward_ids=()) -> dic
             problems.add(f"steps.{sid}", "no path from the first step reaches this step")
     if not problems.found:
         _check_reward_codes(start, steps, problems)
-    return {"start": start, "steps": steps}
+    return {"start": start, "steps": steps, **_seq(graph)}
+
+
+def _seq(graph: dict) -> dict:
+    """The editor's counter of step ids ("seq": ids are never given twice, so a run waiting
+    at a removed step never resumes at a new one)."""
+    seq = graph.get("seq")
+    return {"seq": seq} if _whole(seq, 0, 10**9) else {}
 
 
 def _check_reward_codes(start: str, steps: dict, problems: Problems) -> None:

@@ -120,6 +120,12 @@ class FlowRun(TenantOwnedModel):
                 condition=Q(status="active"),
                 name="flowrun_due",
             ),
+            # One brand's due runs (the engine's claim), soonest first.
+            models.Index(
+                fields=["tenant", "next_run_at"],
+                condition=Q(status="active"),
+                name="flowrun_tenant_due",
+            ),
             # Exits (an event for a member ends their runs) and a member's run history.
             models.Index(fields=["tenant", "member", "-id"], name="flowrun_tenant_member"),
             models.Index(fields=["tenant", "flow", "-id"], name="flowrun_tenant_flow"),

@@ -50,7 +50,8 @@ from automations.services.flow_triggers import events_act, events_of
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import ConsentAction, MessageStatus, OutboundMessage, SubscriberStatus
 from messaging.services.dispatch import DispatchReport, gate_dry
-from messaging.services.setup import messaging_settings_get
+from messaging.services.setup import messaging_settings_get, sender_default
+from programs.services.program import program_get
 
 MAX_DAYS = 90
 # Events a trigger is written as in the outbox.
@@ -144,6 +145,12 @@ def flow_dry_run(
         raise ValueError(f"a dry run covers 1 to {MAX_DAYS} days")
     start = now - timedelta(days=days)
     tenant = flow.tenant
+    # Rows made on first use (and cached a few seconds per process) are made outside the
+    # undone transaction: made inside, they would vanish while still cached, and a real
+    # request making them meanwhile would wait for the whole dry run.
+    sender_default(tenant)
+    messaging_settings_get(tenant)
+    program_get(tenant)
     try:
         with transaction.atomic(), tenant_scope(tenant):
             copy = _live_copy(flow, start)
@@ -267,12 +274,13 @@ class _Simulation:
     def _collect_texts(self) -> None:
         """The texts the steps just created (their runs' log says which)."""
         logs = list(
-            FlowRunLog.objects.filter(flow=self.flow, action="sent")
+            FlowRunLog.objects.filter(flow=self.flow, action="sent", id__gt=self.seen_logs)
             .order_by("id")
-            .values_list("step", "detail")[self.seen_logs :]
+            .values_list("id", "step", "detail")
         )
-        self.seen_logs += len(logs)
-        keys = {detail: step for step, detail in logs}
+        if logs:
+            self.seen_logs = logs[-1][0]
+        keys = {detail: step for _, step, detail in logs}
         for message_id, key, send_after in OutboundMessage.objects.filter(
             dedupe_key__in=list(keys)
         ).values_list("id", "dedupe_key", "send_after"):

@@ -37,7 +37,6 @@ from messaging.services.outbound import BodyInvalid, message_create
 from messaging.services.subscribers import Evidence, subscriber_opt_out
 from programs.models import Member, Order, Reward
 from programs.selectors import personalization
-from programs.services.ledger import member_lock
 from programs.services.members import member_tags_change, points_gift
 from programs.services.rewards import RewardUnavailable, reward_gift
 
@@ -58,6 +57,8 @@ class Entry:
     subscriber_id: int | None
     occurrence: str
     context: dict = field(default_factory=dict)
+    # When the trigger happened (an event's time): exits compare with it. None: `now`.
+    entered_at: datetime | None = None
 
     @property
     def person(self) -> str:
@@ -70,10 +71,11 @@ WITH entered AS (
         tenant_id, flow_id, member_id, subscriber_id, person, occurrence, status, step,
         next_run_at, entered_at, exit_reason, context, steps_taken)
     SELECT %(tenant)s, e.flow_id, e.member_id, e.subscriber_id, e.person, e.occurrence,
-           'active', f.steps ->> 'start', %(now)s, %(now)s, '', e.context, 0
+           'active', f.steps ->> 'start', %(now)s, coalesce(e.at, %(now)s), '', e.context, 0
     FROM unnest(%(flows)s::bigint[], %(members)s::bigint[], %(subscribers)s::bigint[],
-                %(persons)s::varchar[], %(occurrences)s::varchar[], %(contexts)s::jsonb[])
-         AS e(flow_id, member_id, subscriber_id, person, occurrence, context)
+                %(persons)s::varchar[], %(occurrences)s::varchar[], %(contexts)s::jsonb[],
+                %(ats)s::timestamptz[])
+         AS e(flow_id, member_id, subscriber_id, person, occurrence, context, at)
     JOIN automations_flow f ON f.id = e.flow_id AND f.tenant_id = %(tenant)s
     ON CONFLICT (tenant_id, flow_id, person, occurrence) DO NOTHING
     RETURNING id, flow_id, step
@@ -100,6 +102,7 @@ def flow_runs_enter(*, tenant: Tenant, entries: list[Entry], now: datetime) -> i
                 "persons": [e.person for e in entries],
                 "occurrences": [e.occurrence for e in entries],
                 "contexts": [json.dumps(e.context) for e in entries],
+                "ats": [e.entered_at for e in entries],
             },
         )
         return cursor.rowcount
@@ -109,9 +112,13 @@ EXIT = """
 WITH exited AS (
     UPDATE automations_flowrun r
     SET status = 'exited', exit_reason = %(reason)s, finished_at = %(now)s, next_run_at = NULL
-    FROM unnest(%(members)s::bigint[], %(since)s::timestamptz[]) AS x(member_id, at)
+    FROM unnest(%(members)s::bigint[], %(since)s::timestamptz[], %(events)s::bigint[])
+         AS x(member_id, at, event_id)
     WHERE r.tenant_id = %(tenant)s AND r.status = 'active' AND r.member_id = x.member_id
-      AND r.flow_id = ANY(%(flows)s) AND r.entered_at < x.at
+      AND r.flow_id = ANY(%(flows)s)
+      -- Runs whose trigger came before the exit event (the same moment: by event order).
+      AND (r.entered_at < x.at OR (r.entered_at = x.at
+           AND coalesce((r.context ->> 'event')::bigint, 0) < coalesce(x.event_id, 0)))
     RETURNING r.id, r.flow_id, r.step
 )
 INSERT INTO automations_flowrunlog (tenant_id, run_id, flow_id, step, action, detail, created_at)
@@ -123,12 +130,13 @@ def flow_runs_exit(
     *,
     tenant: Tenant,
     flow_ids: list[int],
-    members_at: list[tuple[int, datetime]],
+    members_at: list[tuple[int, datetime, int | None]],
     reason: str,
     now: datetime,
 ) -> int:
-    """End the active runs of these flows for members with an exit event at a moment after
-    the run began (an order ends a win-back the member is in); how many ended."""
+    """End the active runs of these flows for members with an exit event (member, when,
+    its event id) after what started the run (an order ends a win-back the member is in);
+    how many ended."""
     if not flow_ids or not members_at:
         return 0
     with connection.cursor() as cursor:
@@ -137,8 +145,9 @@ def flow_runs_exit(
             {
                 "tenant": tenant.pk,
                 "flows": flow_ids,
-                "members": [m for m, _ in members_at],
-                "since": [at for _, at in members_at],
+                "members": [m for m, _, _ in members_at],
+                "since": [at for _, at, _ in members_at],
+                "events": [event for _, _, event in members_at],
                 "reason": reason,
                 "now": now,
             },
@@ -157,6 +166,9 @@ ORDER BY r.next_run_at
 LIMIT %s
 FOR UPDATE OF r SKIP LOCKED
 """
+
+
+BRAND_RUNS_LOCK = "SELECT pg_try_advisory_xact_lock(7302, %s::int)"
 
 
 @dataclass
@@ -199,6 +211,12 @@ def flow_runs_advance(
     while True:
         with transaction.atomic(), tenant_scope(tenant):
             with connection.cursor() as cursor:
+                if dry is None:
+                    # One worker at a time walks a brand's runs (two would only share the
+                    # work, and lock members in different orders); another leaves them.
+                    cursor.execute(BRAND_RUNS_LOCK, [tenant.pk])
+                    if not cursor.fetchone()[0]:
+                        return report
                 cursor.execute(CLAIM, [tenant.pk, now, flow_ids, flow_ids, batch])
                 ids = [row[0] for row in cursor.fetchall()]
             if not ids:
@@ -242,7 +260,19 @@ class _Walker:
             flow = flows[run.flow_id]
             member = members.get(run.member_id)
             subscriber = subscribers.get(run.subscriber_id) or by_member.get(run.member_id)
-            _Run(self, flow, run, member, subscriber, values.get(run.member_id, {})).walk()
+            logged = len(self.logs)
+            try:
+                with transaction.atomic():  # a run that fails stops alone
+                    _Run(self, flow, run, member, subscriber, values.get(run.member_id, {})).walk()
+            except Exception as error:  # whatever it was, the other runs go on
+                logger.exception("flow %s: run %s failed at step %s", flow.pk, run.pk, run.step)
+                del self.logs[logged:]
+                reason = f"failed: {error}"[:100]
+                FlowRun.objects.filter(pk=run.pk).update(
+                    status=RunStatus.STOPPED, next_run_at=None, finished_at=self.now,
+                    exit_reason=reason,
+                )  # fmt: skip
+                self.log(run, run.step, "failed", reason)
             self.report.runs += 1
         FlowRunLog.objects.bulk_create(self.logs)
 
@@ -482,12 +512,9 @@ class _Run:
         raise ValueError(f"unknown condition {kind}")
 
     def _fresh(self) -> Member:
-        """The member as it is now, locked for the rest of the batch (a dry run reads it
-        without a lock: it must never keep a real order waiting)."""
-        if self.walker.dry is not None:
-            self.member = Member.objects.select_related("tier").get(pk=self.member.pk)
-        else:
-            self.member = member_lock(self.member)
+        """The member as it is now (read, not locked: a branch must never keep a real order
+        waiting; the steps that change a member lock it themselves)."""
+        self.member = Member.objects.select_related("tier").get(pk=self.member.pk)
         return self.member
 
     def _zone(self) -> ZoneInfo:

@@ -113,7 +113,9 @@ WHERE {DUE} AND z.local::date + f.n = d.target
 
 # Per flow, its brand's open lots by expiry (an index range), the soonest per member; a
 # lot's end of day is in the member's zone, at most a day (and a DST hour) after now + N
-# days: the range takes two days more, the member's zone decides.
+# days: the range takes two days more, the member's zone decides. A member the flow took in
+# within the last N days is left out: lots expire on many days (one per order), and one
+# warning per expiry date would text a frequent buyer every day.
 POINTS_EXPIRING = f"""
 WITH {FLOWS}
 {SELECT.format(occurrence=OCCURRENCE.format(natural=EXPIRY_DAY))}
@@ -129,6 +131,10 @@ JOIN programs_member m ON m.id = s.member_id AND m.tenant_id = f.tenant_id
 {LOCAL}
 WHERE {DUE}
   AND s.expires_at < ((z.local::date + f.n + 1)::timestamp AT TIME ZONE mz.zone)
+  AND NOT EXISTS (
+      SELECT 1 FROM automations_flowrun r
+      WHERE r.tenant_id = f.tenant_id AND r.member_id = m.id AND r.flow_id = f.id
+        AND r.entered_at > %(now)s - f.n * interval '1 day')
 """  # noqa: S608 - constants and parameters only
 
 # Per flow, the members with an order placed around N days ago (a margin for the zones and

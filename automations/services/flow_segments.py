@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from loyaltysms.models import Tenant
 from segments.models import Segment
 from segments.rules import RulesInvalid
 from segments.selectors import segment_people_among
+
+logger = logging.getLogger(__name__)
 
 
 def in_segment(tenant: Tenant, segment: Segment, entries: list, now: datetime) -> list:
@@ -24,7 +27,8 @@ def in_segment(tenant: Tenant, segment: Segment, entries: list, now: datetime) -
             },
             now=now,
         )
-    except RulesInvalid:
+    except RulesInvalid as error:
+        logger.warning("segment %s no longer compiles (%s): nobody enters", segment.pk, error)
         return []
     return [
         e

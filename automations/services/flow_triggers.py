@@ -14,11 +14,12 @@ is "once", the local year, or the event's id) and the segment filter.
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from automations.models import EntryLimit, Flow, FlowAudience, FlowStatus
 from automations.services.flow_engine import Entry, flow_runs_enter, flow_runs_exit
@@ -27,6 +28,8 @@ from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import EventKind
 from programs.services.ledger import tenant_zone
+
+logger = logging.getLogger(__name__)
 
 BATCH = 1000
 
@@ -37,6 +40,7 @@ ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
+BRAND_EVENTS_LOCK = "SELECT pg_try_advisory_xact_lock(7301, %s::int)"
 MARK_PROCESSED = """
 UPDATE programs_loyaltyevent SET processed_at = %s WHERE tenant_id = %s AND id = ANY(%s)
 """
@@ -71,6 +75,8 @@ def _matches(flow: Flow, event: Event) -> bool:
     trigger = flow.trigger
     if trigger["type"] != event.trigger:
         return False
+    if str(event.payload.get("bonus", "")).startswith("flow:"):
+        return False  # points a flow gave start no flow (one on points earned would loop)
     if trigger.get("tier_id") is not None:
         return event.payload.get("to_tier_id") == trigger["tier_id"]
     if trigger.get("sources"):
@@ -94,6 +100,11 @@ def events_process(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> int:
     while True:
         with transaction.atomic(), tenant_scope(tenant):
             with connection.cursor() as cursor:
+                # One worker at a time acts on a brand's events, in order: an exit must
+                # see the runs the events before it began. Another worker leaves them.
+                cursor.execute(BRAND_EVENTS_LOCK, [tenant.pk])
+                if not cursor.fetchone()[0]:
+                    return done
                 cursor.execute(CLAIM_EVENTS, [tenant.pk, batch])
                 events = events_of(cursor.fetchall())
             if not events:
@@ -117,13 +128,20 @@ def events_of(rows) -> list[Event]:
 
 
 def events_act(tenant: Tenant, flows: list[Flow], events: list[Event], now: datetime) -> None:
-    """End the runs these events' exit conditions name, then start the runs they trigger,
-    in these flows (all the brand's live ones, or a dry run's copy)."""
-    # 1. Exits: per exit trigger, the members it ends runs for and when it happened.
-    exiting: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+    """Start the runs these events trigger, then end the runs their exit conditions name,
+    in these flows (all the brand's live ones, or a dry run's copy). Entries first: an
+    exit in the same batch as the trigger (an order right after enrolling) ends the run
+    that trigger began. A flow whose entry fails (its segment query, say) is logged and
+    skipped; the others go on."""
+    candidates: list[tuple[Flow, Event]] = [
+        (flow, event) for event in events for flow in flows if _matches(flow, event)
+    ]
+    if candidates:
+        _enter(tenant, candidates, now)
+    exiting: dict[str, list[tuple[int, datetime, int]]] = defaultdict(list)
     for event in events:
         if event.member_id is not None:
-            exiting[event.trigger].append((event.member_id, event.created_at))
+            exiting[event.trigger].append((event.member_id, event.created_at, event.id))
     for trigger, members_at in exiting.items():
         flow_ids = [f.pk for f in flows if trigger in f.exit_on]
         flow_runs_exit(
@@ -133,12 +151,9 @@ def events_act(tenant: Tenant, flows: list[Flow], events: list[Event], now: date
             reason=trigger.replace("_", " "),
             now=now,
         )
-    # 2. Entries.
-    candidates: list[tuple[Flow, Event]] = [
-        (flow, event) for event in events for flow in flows if _matches(flow, event)
-    ]
-    if not candidates:
-        return
+
+
+def _enter(tenant: Tenant, candidates: list[tuple[Flow, Event]], now: datetime) -> None:
     numbers, members = _people(tenant, [event for _, event in candidates])
     entries: dict[int, list[Entry]] = defaultdict(list)
     for flow, event in candidates:
@@ -161,14 +176,19 @@ def events_act(tenant: Tenant, flows: list[Flow], events: list[Event], now: date
                 subscriber_id=subscriber_id,
                 occurrence=occurrence(flow, tenant, event.created_at, f"e{event.id}"),
                 context={"event": event.id},
+                entered_at=event.created_at,
             )
         )
     by_id = {flow.pk: flow for flow, _ in candidates}
     for flow_id, flow_entries in entries.items():
         flow = by_id[flow_id]
-        if flow.segment_id is not None:
-            flow_entries = in_segment(tenant, flow.segment, flow_entries, now)
-        flow_runs_enter(tenant=tenant, entries=flow_entries, now=now)
+        try:
+            with transaction.atomic():
+                if flow.segment_id is not None:
+                    flow_entries = in_segment(tenant, flow.segment, flow_entries, now)
+                flow_runs_enter(tenant=tenant, entries=flow_entries, now=now)
+        except DatabaseError:
+            logger.exception("flow %s: %d entries failed", flow_id, len(flow_entries))
 
 
 def _people(tenant: Tenant, events: list[Event]) -> tuple[dict, dict]:

@@ -233,6 +233,8 @@ def _editor(request, flow):
 
 
 def _save(request, flow, editor: FlowEditor):
+    if any(row.errors for row in editor.rows):  # two steps with one id
+        return None
     fields = editor.service_fields()
     try:
         if flow is None:

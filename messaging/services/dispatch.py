@@ -398,6 +398,7 @@ def _gate(
         subscriber__in=marketing_to,
         kind=MessageKind.MARKETING,
         sending_at__gt=now - timedelta(hours=longest),
+        sending_at__lte=now,  # (a dry run's `now` is in the past: later sends don't count)
         status__in=CAP_COUNTED,
     ).values_list("subscriber_id", "sending_at"):
         recent[subscriber_id].append(sending_at)

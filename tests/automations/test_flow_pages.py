@@ -184,6 +184,7 @@ def test_the_editor_builds_a_flow_from_rows(alice_brand, owner):
     assert flow.exit_on == ["order_placed"]
     assert flow.steps == {
         "start": "s1",
+        "seq": 0,
         "steps": {
             "s1": {"type": "send_sms", "body": "Welcome {first_name}", "next": "s2"},
             "s2": {
@@ -320,3 +321,45 @@ def test_delete_needs_its_confirmation(alice_brand, owner):
     assert Flow.objects.unscoped().filter(pk=flow.pk).exists()
     owner.post(f"/flows/{flow.pk}/delete/", {"confirm": "yes"})
     assert not Flow.objects.unscoped().filter(pk=flow.pk).exists()
+
+
+def test_a_bad_step_count_is_no_500_and_step_ids_are_never_given_twice(alice_brand, owner):
+    rows = [{"id": "s1", "type": "send_sms", "body": "Hi", "next": ""}]
+    for count in ("abc", "3.5", "1e3", "-4", "999999999"):
+        response = owner.post("/flows/new/", _editor_post(rows, step_count=count, action="x"))
+        assert response.status_code == 200, count
+    # s2 added, then removed: the next step added is s3, never s2 again.
+    rows = [
+        {"id": "s1", "type": "send_sms", "body": "Hi", "next": "s2"},
+        {"id": "s2", "type": "award_points", "points": "5", "next": ""},
+    ]
+    editor = owner.post("/flows/new/", _editor_post(rows, seq="2", action="remove:1")).context[
+        "editor"
+    ]
+    rows = [{"id": "s1", "type": "send_sms", "body": "Hi", "next": ""}]
+    editor = owner.post(
+        "/flows/new/", _editor_post(rows, seq=str(editor.seq), action="add:end")
+    ).context["editor"]
+    assert [r.id for r in editor.rows] == ["s1", "s3"]
+    twice = [
+        {"id": "s1", "type": "send_sms", "body": "Hi", "next": ""},
+        {"id": "s1", "type": "end"},
+    ]
+    response = owner.post("/flows/new/", _editor_post(twice))
+    assert response.status_code == 422 and "Another step has this id" in response.content.decode()
+
+
+def test_a_segment_a_flow_filters_on_cant_be_deleted(alice_brand, owner):
+    from segments.models import Segment
+    from segments.services import segment_create
+
+    segment = segment_create(
+        tenant=alice_brand.tenant,
+        name="Regulars",
+        rules={"field": "sms_status", "op": "is", "value": "subscribed"},
+        now=timezone.now(),
+    )
+    make_flow(alice_brand.tenant, name="Regulars only", segment_id=segment.pk)
+    response = owner.post(f"/segments/{segment.pk}/delete/", {"confirm": "yes"}, follow=True)
+    assert "Regulars only" in response.content.decode()
+    assert Segment.objects.unscoped().filter(pk=segment.pk).exists()

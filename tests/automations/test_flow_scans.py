@@ -159,6 +159,15 @@ def expected(tenant: Tenant, flows: dict[str, Flow], at: datetime) -> set[tuple]
             )
         }
         context = member_context(tenant, members, at)
+        taken_in = {
+            days: set(
+                FlowRun.objects.filter(
+                    entered_at__gt=at - timedelta(days=days), entered_at__lt=at
+                ).values_list("flow_id", "member_id")
+            )
+            for days in {f.trigger.get("days") for f in flows.values()}
+            if days
+        }
         cheapest = min((r.points_cost for r in Reward.objects.filter(active=True)), default=None)
     soonest: dict[int, datetime] = {}
     for lot in lots:
@@ -183,7 +192,9 @@ def expected(tenant: Tenant, flows: dict[str, Flow], at: datetime) -> set[tuple]
                     occurrence = str(target.year)
             elif kind == "points_expiring" and m.pk in soonest:
                 end = datetime.combine(today + timedelta(days=trigger["days"] + 1), time(), zone)
-                if soonest[m.pk] < end:
+                # …unless the flow took them in within the last N days (by an earlier scan)
+                recent = (flow.pk, m.pk) in taken_in.get(trigger["days"], set())
+                if soonest[m.pk] < end and not recent:
                     occurrence = f"exp:{soonest[m.pk].astimezone(zone).date().isoformat()}"
             elif kind == "winback" and m.last_order_at:
                 last = m.last_order_at.astimezone(zone).date()

@@ -50,7 +50,7 @@ def texts(tenant, flow: Flow) -> list[OutboundMessage]:
 
 def runs(tenant, flow: Flow) -> list[FlowRun]:
     with tenant_scope(tenant):
-        return list(FlowRun.objects.filter(flow=flow).order_by("id"))
+        return list(FlowRun.objects.filter(flow=flow).select_related("member").order_by("id"))
 
 
 WELCOME = {
@@ -134,6 +134,10 @@ def test_every_step_happens_once_however_often_the_work_runs(brand, clock):
     assert log.count("entered") == 1 and log.count("sent") == 2
 
 
+class WorkerKilled(BaseException):
+    """What a killed worker looks like from inside: nothing after it runs."""
+
+
 def test_a_batch_rolled_back_midway_is_done_again_without_duplicates(brand, clock, monkeypatch):
     from automations.services import flow_engine
 
@@ -146,11 +150,11 @@ def test_a_batch_rolled_back_midway_is_done_again_without_duplicates(brand, cloc
     def dies_on_the_fourth(**kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise RuntimeError("worker killed")
+            raise WorkerKilled
         return real(**kwargs)
 
     monkeypatch.setattr(flow_engine, "message_create", dies_on_the_fourth)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(WorkerKilled):
         run_flows(brand, clock)
     monkeypatch.setattr(flow_engine, "message_create", real)
     run_flows(brand, clock)
@@ -391,3 +395,108 @@ def test_points_awarded_by_a_flow_are_one_ledger_entry(brand, clock):
         entries = list(PointsEntry.objects.filter(member=member, source="bonus"))
     assert [e.points for e in entries] == [25]
     assert entries[0].bonus_key == f"flow:{runs(brand, flow)[0].pk}:p"
+
+
+def test_points_a_flow_gives_start_no_flow(brand, clock):
+    """A flow on "points earned" that awards points would otherwise start itself again on
+    its own award, for ever."""
+    flow = live(
+        brand,
+        clock,
+        name="Thanks for earning",
+        trigger={"type": "points_earned"},
+        steps={"start": "p", "steps": {"p": {"type": "award_points", "points": 5, "next": None}}},
+    )
+    member = join(brand, 1, clock(), subscribe=False)
+    order_record(
+        tenant=brand,
+        order_id="o1",
+        member_external_id=member.external_id,
+        subtotal=Decimal(20),
+        currency="USD",
+        now=clock(),
+        placed_at=clock(),
+    )
+    for _ in range(4):
+        run_flows(brand, clock)
+    assert len(runs(brand, flow)) == 1
+    with tenant_scope(brand):
+        assert Member.objects.get(pk=member.pk).points_balance == 20 + 5
+
+
+def test_an_exit_right_after_the_trigger_ends_the_run_it_began(brand, clock):
+    """Enrolled and ordered at checkout, one request: the win-back never starts texting."""
+    flow = live(
+        brand,
+        clock,
+        name="Win-back",
+        exit_on=["order_placed"],
+        steps={
+            "start": "t",
+            "steps": {"t": {"type": "send_sms", "body": "Miss you", "next": None}},
+        },
+    )
+    member = join(brand, 1, clock())
+    order_record(
+        tenant=brand,
+        order_id="o1",
+        member_external_id=member.external_id,
+        subtotal=Decimal(20),
+        currency="USD",
+        now=clock(),
+        placed_at=clock(),
+    )
+    run_flows(brand, clock)
+    (run,) = runs(brand, flow)
+    assert (run.status, run.exit_reason) == (RunStatus.EXITED, "order placed")
+    assert texts(brand, flow) == []
+
+
+def test_a_run_that_fails_stops_alone_and_the_others_go_on(brand, clock, monkeypatch):
+    from automations.services import flow_engine
+
+    flow = live(brand, clock)
+    join(brand, 1, clock())
+    join(brand, 2, clock())
+    real = flow_engine.message_create
+
+    def breaks_for_pat1(**kwargs):
+        if kwargs["values"].get("first_name") == "Pat1":
+            raise ValueError("the template broke")
+        return real(**kwargs)
+
+    monkeypatch.setattr(flow_engine, "message_create", breaks_for_pat1)
+    run_flows(brand, clock)
+    by_name = {r.member.first_name: r for r in runs(brand, flow)}
+    assert by_name["Pat1"].status == RunStatus.STOPPED
+    assert by_name["Pat1"].exit_reason == "failed: the template broke"
+    assert by_name["Pat2"].status == RunStatus.ACTIVE and by_name["Pat2"].step == "clicked"
+    assert [t.body.split("!")[0] for t in texts(brand, flow)] == ["Welcome Pat2"]
+
+
+def test_a_subscription_trigger_can_leave_imported_numbers_out(brand, clock):
+    flow = live(
+        brand,
+        clock,
+        name="Welcome",
+        trigger={"type": "sms_subscribed", "sources": ["checkout", "keyword"]},
+        steps={
+            "start": "t",
+            "steps": {"t": {"type": "send_sms", "body": "Welcome!", "next": None}},
+        },
+    )
+    assert flow.trigger["sources"] == ["checkout", "keyword"]
+    join(brand, 1, clock())  # at checkout
+    subscriber_opt_in(
+        tenant=brand,
+        phone="+12125559998",
+        evidence=Evidence(source="import"),
+        now=clock(),
+        double_opt_in=False,
+        send_confirmation=False,
+    )
+    run_flows(brand, clock)
+    assert len(texts(brand, flow)) == 1
+    with pytest.raises(FlowInvalid) as raised:
+        flow_update(flow=flow, now=clock(), trigger={"type": "sms_subscribed", "sources": ["x"]})
+    assert "trigger.sources" in raised.value.errors
