@@ -5,6 +5,7 @@ run's history, a member's runs across flows, and delete behind a confirmation.""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
@@ -32,6 +33,7 @@ from programs.services.program import program_get, tier_ladder_get
 from segments.selectors import segment_list
 
 RUNS_PAGE = 50
+DRY_RUN_LIMIT = timedelta(hours=1)
 BLANK = {
     "name": "",
     "trigger": {"type": "member_enrolled"},
@@ -204,6 +206,17 @@ def _editor(request, flow):
     else:
         editor = FlowEditor.from_post(request.POST)
         action = request.POST.get("action", "")
+        if (
+            action == "save"
+            and flow is not None
+            and request.POST.get("version") != str(flow.version)
+        ):
+            editor.errors["flow"] = [
+                "Someone saved this flow since you opened it: open it again to see their "
+                "changes (yours are below, not saved)."
+            ]
+            action = ""
+            status = 409
         if action == "save":
             saved = _save(request, flow, editor)
             if saved is not None:
@@ -271,6 +284,8 @@ def flow_dry_run(request, flow_id: int, job_id: int):
         if request.headers.get("HX-Request")
         else "automations/flow_dry_run.html"
     )
+    # A worker killed mid-run leaves it running for ever: past the task's time limit, lost.
+    lost = job.status == DryRunStatus.RUNNING and job.started_at < timezone.now() - DRY_RUN_LIMIT
     report = job.report or {}
     steps = report.get("steps", {})
     ordered = [(sid, flow.steps["steps"].get(sid), steps[sid]) for sid in steps]
@@ -281,7 +296,8 @@ def flow_dry_run(request, flow_id: int, job_id: int):
             "flow": flow,
             "job": job,
             "progress": round(100 * dry_run_progress(job)),
-            "working": job.status in (DryRunStatus.QUEUED, DryRunStatus.RUNNING),
+            "working": job.status in (DryRunStatus.QUEUED, DryRunStatus.RUNNING) and not lost,
+            "lost": lost,
             "report": report,
             "ordered": ordered,
             "edited_since": job.flow_version != flow.version,

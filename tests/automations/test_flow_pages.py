@@ -16,7 +16,7 @@ from django.utils import timezone
 from automations.models import DryRunStatus, Flow, FlowDryRun, FlowRun
 from automations.services.flow_dryrun import flow_dry_run_execute
 from automations.services.flow_work import flows_work_once
-from automations.services.flows import flow_create, flow_set_status
+from automations.services.flows import flow_create, flow_set_status, flow_update
 from loyaltysms.tenancy.context import tenant_scope
 from messaging.services.setup import sender_default
 from programs.services.program import tier_create
@@ -363,3 +363,31 @@ def test_a_segment_a_flow_filters_on_cant_be_deleted(alice_brand, owner):
     response = owner.post(f"/segments/{segment.pk}/delete/", {"confirm": "yes"}, follow=True)
     assert "Regulars only" in response.content.decode()
     assert Segment.objects.unscoped().filter(pk=segment.pk).exists()
+
+
+def test_a_save_over_someone_elses_newer_save_is_refused(alice_brand, owner):
+    flow = make_flow(alice_brand.tenant)
+    rows = [{"id": "s1", "type": "send_sms", "body": "Mine", "next": ""}]
+    stale = _editor_post(rows, version=str(flow.version))
+    flow_update(flow=flow, now=timezone.now(), name="Theirs")  # a teammate saved meanwhile
+    response = owner.post(f"/flows/{flow.pk}/edit/", stale)
+    assert response.status_code == 409 and "Someone saved this flow" in response.content.decode()
+    flow.refresh_from_db()
+    assert flow.name == "Theirs"
+    fresh = _editor_post(rows, version=str(flow.version))
+    assert owner.post(f"/flows/{flow.pk}/edit/", fresh).status_code == 302
+
+
+def test_a_dry_run_whose_worker_died_says_so(alice_brand, owner):
+    flow = make_flow(alice_brand.tenant)
+    with tenant_scope(alice_brand.tenant):
+        job = FlowDryRun.objects.create(
+            flow=flow,
+            days=7,
+            flow_version=flow.version,
+            status=DryRunStatus.RUNNING,
+            created_at=timezone.now() - timedelta(hours=2),
+            started_at=timezone.now() - timedelta(hours=2),
+        )
+    page = owner.get(f"/flows/{flow.pk}/dry-runs/{job.pk}/").content.decode()
+    assert "stopped before it finished" in page and "every 2s" not in page
