@@ -210,3 +210,16 @@ def tap_link(tenant: Tenant, text: OutboundMessage) -> None:
     with tenant_scope(tenant):
         link = ShortLink.objects.get(message_dedupe_key=text.dedupe_key)
     assert Client().get(f"/l/{link.code}", headers={"User-Agent": BROWSER}).status_code == 302
+
+
+def buy(tenant: Tenant, member, order_id: str, at: datetime, amount: int = 20) -> None:
+    """The member orders (points, an order_placed event) at `at`."""
+    order_record(
+        tenant=tenant,
+        order_id=order_id,
+        member_external_id=member.external_id,
+        subtotal=Decimal(amount),
+        currency="USD",
+        now=at,
+        placed_at=at,
+    )

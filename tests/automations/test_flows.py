@@ -18,10 +18,9 @@ from loyaltysms.tenancy.context import tenant_scope
 from messaging.models import OutboundMessage, Subscriber, SubscriberStatus
 from messaging.services.subscribers import Evidence, subscriber_opt_in
 from programs.models import Member, PointsEntry, Redemption, Reward
-from programs.services.orders import order_record
 from programs.services.program import tier_create
 
-from .conftest import Clock, in_new_york, join, tap_link
+from .conftest import Clock, buy, in_new_york, join, tap_link
 
 # 14:00 in New York.
 T0 = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)
@@ -183,15 +182,7 @@ def test_entry_limits_and_audience(brand, clock):
         send_confirmation=False,
     )
     for n in range(2):
-        order_record(
-            tenant=brand,
-            order_id=f"o{n}",
-            member_external_id=member.external_id,
-            subtotal=Decimal(20),
-            currency="USD",
-            now=clock(),
-            placed_at=clock(),
-        )
+        buy(brand, member, f"o{n}", clock(), 20)
     run_flows(brand, clock)
     assert len(runs(brand, once)) == 1
     assert len(runs(brand, every)) == 2
@@ -218,15 +209,7 @@ def test_an_order_exits_a_winback_run_under_way(brand, clock):
     join(brand, 2, clock())
     run_flows(brand, clock)
     clock.advance(days=3)
-    order_record(
-        tenant=brand,
-        order_id="o1",
-        member_external_id=member.external_id,
-        subtotal=Decimal(20),
-        currency="USD",
-        now=clock(),
-        placed_at=clock(),
-    )
+    buy(brand, member, "o1", clock(), 20)
     run_flows(brand, clock)
     clock.advance(days=30)
     run_flows(brand, clock)
@@ -364,15 +347,7 @@ def test_tier_upgrade_trigger_to_one_tier_and_the_tier_branch(brand, clock):
     )
     member = join(brand, 1, clock())
     for n, amount in enumerate((20, 200)):
-        order_record(
-            tenant=brand,
-            order_id=f"o{n}",
-            member_external_id=member.external_id,
-            subtotal=Decimal(amount),
-            currency="USD",
-            now=clock(),
-            placed_at=clock(),
-        )
+        buy(brand, member, f"o{n}", clock(), amount)
     run_flows(brand, clock)
     (text,) = texts(brand, flow)
     assert text.body.startswith("Welcome to Gold!")
@@ -408,15 +383,7 @@ def test_points_a_flow_gives_start_no_flow(brand, clock):
         steps={"start": "p", "steps": {"p": {"type": "award_points", "points": 5, "next": None}}},
     )
     member = join(brand, 1, clock(), subscribe=False)
-    order_record(
-        tenant=brand,
-        order_id="o1",
-        member_external_id=member.external_id,
-        subtotal=Decimal(20),
-        currency="USD",
-        now=clock(),
-        placed_at=clock(),
-    )
+    buy(brand, member, "o1", clock(), 20)
     for _ in range(4):
         run_flows(brand, clock)
     assert len(runs(brand, flow)) == 1
@@ -437,15 +404,7 @@ def test_an_exit_right_after_the_trigger_ends_the_run_it_began(brand, clock):
         },
     )
     member = join(brand, 1, clock())
-    order_record(
-        tenant=brand,
-        order_id="o1",
-        member_external_id=member.external_id,
-        subtotal=Decimal(20),
-        currency="USD",
-        now=clock(),
-        placed_at=clock(),
-    )
+    buy(brand, member, "o1", clock(), 20)
     run_flows(brand, clock)
     (run,) = runs(brand, flow)
     assert (run.status, run.exit_reason) == (RunStatus.EXITED, "order placed")
