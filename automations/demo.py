@@ -24,6 +24,7 @@ from django.db import connection
 from automations.metrics import dedupe_prefix
 from automations.models import Campaign, CampaignStatus, RecipientGroup
 from automations.services.campaigns import VariantSpec, campaign_create, campaign_schedule
+from automations.services.flow_install import flow_install
 from automations.services.launch import campaign_advance
 from loyaltysms.demo import DEMO_EMAIL
 from loyaltysms.models import Tenant, User
@@ -87,11 +88,31 @@ def seed(tenant: Tenant, *, now: datetime) -> dict:
             lapsed = _win_back(replay, segments[LAPSED], new_subscribers, actor)
         _birthday(tenant, now, segments[BIRTHDAYS], new_subscribers, actor)
         _assert_settled([beans, lapsed], replay.latest)
+        flows = _flows(tenant, now, actor)
     return {
         "campaigns": 3,
         "segments": 1,
+        "flows": flows,
         **replay.counts,
     }
+
+
+# Prebuilt flows installed as drafts (nothing is sent until someone switches one on): the
+# flows page shows what they do, and a dry run shows what they would have done.
+DEMO_FLOWS = ("welcome_series", "birthday_reward", "winback")
+
+
+def _flows(tenant: Tenant, now: datetime, actor) -> int:
+    for key in DEMO_FLOWS:
+        flow_install(
+            tenant=tenant,
+            key=key,
+            now=now,
+            actor=actor,
+            shop_url="https://demo-coffee.example/shop",
+            survey_url="https://demo-coffee.example/survey",
+        )
+    return len(DEMO_FLOWS)
 
 
 def _local(tenant: Tenant, now: datetime, days: int, hour: int) -> datetime:

@@ -199,3 +199,17 @@ def test_seeding_again_changes_nothing(tenant):
     before = [(c.pk, c.status) for c in campaigns_of(tenant)]
     assert seed_demo()["created"] is False
     assert [(c.pk, c.status) for c in campaigns_of(tenant)] == before
+
+
+def test_three_prebuilt_flows_wait_as_drafts(demo, tenant):
+    from automations.models import Flow, FlowRun
+
+    with tenant_scope(tenant):
+        flows = list(Flow.objects.order_by("name").values_list("template", "status"))
+        assert not FlowRun.objects.exists()
+    assert sorted(flows) == [
+        ("birthday_reward", "draft"),
+        ("welcome_series", "draft"),
+        ("winback", "draft"),
+    ]
+    assert demo["seeded"]["automations"]["flows"] == 3
