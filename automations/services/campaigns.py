@@ -235,14 +235,25 @@ def campaign_schedule(*, campaign: Campaign, now: datetime, actor: User | None =
     return campaign
 
 
-# The campaign's texts, found from its recipients by their dedupe keys.
+# The campaign's texts, found from its recipients by their dedupe keys: those waiting are
+# canceled; one being sent right now goes, but expires now, so a failed send is not tried
+# again (the dispatcher expires it at its next claim). A text whose send is under way is
+# locked by its batch: this waits for the outcome and then looks again (a send that failed
+# and was put back to wait is canceled then).
 CANCEL_TEXTS = """
 UPDATE messaging_outboundmessage o
-SET status = %s, status_reason = 'campaign canceled', finished_at = %s, updated_at = %s
+SET status = CASE WHEN o.status = 'sending' THEN o.status ELSE %(canceled)s END,
+    status_reason = CASE WHEN o.status = 'sending' THEN o.status_reason
+                         ELSE 'campaign canceled' END,
+    finished_at = CASE WHEN o.status = 'sending' THEN o.finished_at ELSE %(now)s END,
+    expires_at = CASE WHEN o.status = 'sending' THEN %(now)s ELSE o.expires_at END,
+    updated_at = %(now)s
 FROM automations_campaignrecipient r
-WHERE r.tenant_id = %s AND r.campaign_id = %s AND r."group" IN ('test', 'remainder')
-  AND o.tenant_id = r.tenant_id AND o.dedupe_key = %s || r.subscriber_id
-  AND o.status = ANY(%s)
+WHERE r.tenant_id = %(tenant)s AND r.campaign_id = %(campaign)s
+  AND r."group" IN ('test', 'remainder')
+  AND o.tenant_id = r.tenant_id AND o.dedupe_key = %(prefix)s || r.subscriber_id
+  AND o.status = ANY(%(statuses)s)
+RETURNING o.status = %(canceled)s
 """
 
 
@@ -264,17 +275,16 @@ def campaign_cancel(*, campaign: Campaign, now: datetime, actor: User | None = N
         with connection.cursor() as cursor:
             cursor.execute(
                 CANCEL_TEXTS,
-                [
-                    MessageStatus.CANCELED,
-                    now,
-                    now,
-                    tenant.pk,
-                    locked.pk,
-                    dedupe_prefix(locked),
-                    [str(s) for s in DUE_STATUSES],
-                ],
+                {
+                    "canceled": MessageStatus.CANCELED.value,
+                    "now": now,
+                    "tenant": tenant.pk,
+                    "campaign": locked.pk,
+                    "prefix": dedupe_prefix(locked),
+                    "statuses": [*(str(s) for s in DUE_STATUSES), MessageStatus.SENDING.value],
+                },
             )
-            canceled = cursor.rowcount
+            canceled = sum(1 for (was_canceled,) in cursor.fetchall() if was_canceled)
         locked.status = CampaignStatus.CANCELED
         locked.canceled_at = now
         locked.canceled_count += canceled

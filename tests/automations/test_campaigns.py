@@ -397,3 +397,24 @@ def test_a_link_code_drawn_twice_draws_the_chunk_again(audience, monkeypatch):
         codes = list(ShortLink.objects.values_list("code", flat=True))
     assert len(codes) == len(set(codes)) == 2 * len(texts)
     assert draws["n"] > len(texts)  # the chunk was drawn again
+
+
+def test_a_text_being_sent_when_canceled_is_not_sent_again_if_its_send_fails(audience):
+    campaign = make_campaign(audience)
+    campaign_launch(campaign=campaign, now=NOON)
+    dispatch_due(now=lambda: NOON - timedelta(hours=1))
+    first, *_ = texts_of(audience.tenant, campaign)
+    with tenant_scope(audience.tenant):
+        # Claimed by a dispatcher (status sending) when the campaign is canceled…
+        OutboundMessage.objects.filter(pk=first.pk).update(status="sending", sending_at=NOON)
+    campaign_cancel(campaign=campaign, now=NOON + timedelta(seconds=1))
+    with tenant_scope(audience.tenant):
+        assert OutboundMessage.objects.get(pk=first.pk).status == "sending"
+        # …then its send fails and it is put back to be tried again.
+        OutboundMessage.objects.filter(pk=first.pk).update(
+            status="queued", send_after=NOON + timedelta(seconds=30)
+        )
+    report = dispatch_due(now=lambda: NOON + timedelta(minutes=1))
+    assert report.sent == 0
+    with tenant_scope(audience.tenant):
+        assert OutboundMessage.objects.get(pk=first.pk).status == "expired"
