@@ -247,8 +247,11 @@ def test_each_second_holds_at_most_mps_sends(alice_brand, fake):
     report = dispatch_due(concurrency=4)
     assert report.sent == 25
     times = sorted(r.received_monotonic for r in fake.requests)
+    # As the carrier saw them, less 50 ms for the time two requests can take to arrive on a
+    # busy 2-core machine: 11 sends evenly spaced over a second (a pacer one too generous)
+    # still fall in 0.95 s and fail this.
     for i, start in enumerate(times):
-        in_second = [t for t in times[i:] if t < start + 1.0]
+        in_second = [t for t in times[i:] if t < start + 0.95]
         assert len(in_second) <= 10, [round(t - times[0], 3) for t in times]
     assert times[-1] - times[0] >= 2.0  # 25 at 10/s can't take less than 2.4 s
 
