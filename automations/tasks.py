@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.core.cache import cache
-from django.db import connection
 from django.utils import timezone
 
 from automations.selectors import get_campaign
 from automations.services.flow_scans import flow_scans_run
-from automations.services.flow_work import flows_work_once
+from automations.services.flow_work import flows_work_once, tenants_with_flow_work
 from automations.services.launch import campaign_advance, campaigns_due
 from loyaltysms.models import Tenant
 from loyaltysms.queues import Queue
@@ -49,15 +48,6 @@ FLOWS_DEBOUNCE = 30
 # A flows task stops taking new batches after this long and hands over to a fresh task.
 FLOWS_SECONDS = 60
 
-TENANTS_WITH_FLOW_WORK = """
-SELECT tenant_id FROM (
-    SELECT DISTINCT tenant_id FROM programs_loyaltyevent WHERE processed_at IS NULL
-    UNION
-    SELECT DISTINCT tenant_id FROM automations_flowrun
-    WHERE status = 'active' AND next_run_at <= %s
-) t
-"""
-
 
 @tenant_task(queue=Queue.EVENTS)
 def flows_work(tenant: Tenant) -> dict:
@@ -78,9 +68,7 @@ def _flows_key(tenant_id: int) -> str:
 def flows_tick() -> int:
     """Beat's entry (every 10 s): a flows task for each brand with events to act on or runs
     due. WARNING: reads every tenant's outbox and runs, to find whom to wake."""
-    with connection.cursor() as cursor:
-        cursor.execute(TENANTS_WITH_FLOW_WORK, [timezone.now()])
-        tenant_ids = [row[0] for row in cursor.fetchall()]
+    tenant_ids = tenants_with_flow_work(timezone.now())
     sent = 0
     for tenant_id in tenant_ids:
         if cache.add(_flows_key(tenant_id), 1, FLOWS_DEBOUNCE):

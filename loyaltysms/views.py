@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.contrib.auth import login
@@ -44,6 +45,12 @@ def tenant_view(*, read: str = Role.VIEWER, write: str = Role.MARKETER):
         return wrapper
 
     return decorator
+
+
+def render_in_brand_zone(request, template: str, context: dict, status: int = 200):
+    """A page whose times show in the brand's zone (as marketers read and type them)."""
+    with timezone.override(ZoneInfo(request.tenant.timezone)):
+        return render(request, template, context, status=status)
 
 
 def _form_errors(form, error: ValidationError) -> None:

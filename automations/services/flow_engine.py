@@ -65,25 +65,44 @@ class Entry:
         return f"m{self.member_id}" if self.member_id is not None else f"s{self.subscriber_id}"
 
 
-ENTER = """
-WITH entered AS (
+# Runs from rows of (tenant_id, flow_id, member_id, subscriber_id, person, occurrence, step,
+# entered_at, context) — the callers' {rows} query — once per (flow, person, occurrence),
+# each with its "entered" log row; the runs begun per brand.
+ENTER_ROWS = """
+WITH rows AS ({rows}),
+entered AS (
     INSERT INTO automations_flowrun (
         tenant_id, flow_id, member_id, subscriber_id, person, occurrence, status, step,
         next_run_at, entered_at, exit_reason, context, steps_taken)
-    SELECT %(tenant)s, e.flow_id, e.member_id, e.subscriber_id, e.person, e.occurrence,
-           'active', f.steps ->> 'start', %(now)s, coalesce(e.at, %(now)s), '', e.context, 0
-    FROM unnest(%(flows)s::bigint[], %(members)s::bigint[], %(subscribers)s::bigint[],
-                %(persons)s::varchar[], %(occurrences)s::varchar[], %(contexts)s::jsonb[],
-                %(ats)s::timestamptz[])
-         AS e(flow_id, member_id, subscriber_id, person, occurrence, context, at)
-    JOIN automations_flow f ON f.id = e.flow_id AND f.tenant_id = %(tenant)s
+    SELECT tenant_id, flow_id, member_id, subscriber_id, person, occurrence, 'active', step,
+           %(now)s, entered_at, '', context, 0
+    FROM rows
     ON CONFLICT (tenant_id, flow_id, person, occurrence) DO NOTHING
-    RETURNING id, flow_id, step
+    RETURNING id, tenant_id, flow_id, step
+),
+logged AS (
+    INSERT INTO automations_flowrunlog (
+        tenant_id, run_id, flow_id, step, action, detail, created_at)
+    SELECT tenant_id, id, flow_id, step, 'entered', '', %(now)s FROM entered
+    RETURNING tenant_id
 )
-INSERT INTO automations_flowrunlog (tenant_id, run_id, flow_id, step, action, detail, created_at)
-SELECT %(tenant)s, id, flow_id, step, 'entered', '', %(now)s FROM entered
-RETURNING run_id
+SELECT tenant_id, count(*) FROM logged GROUP BY tenant_id
 """
+ENTRIES = """
+SELECT f.tenant_id, e.flow_id, e.member_id, e.subscriber_id, e.person, e.occurrence,
+       f.steps ->> 'start' AS step, coalesce(e.at, %(now)s) AS entered_at, e.context
+FROM unnest(%(flows)s::bigint[], %(members)s::bigint[], %(subscribers)s::bigint[],
+            %(persons)s::varchar[], %(occurrences)s::varchar[], %(contexts)s::jsonb[],
+            %(ats)s::timestamptz[])
+     AS e(flow_id, member_id, subscriber_id, person, occurrence, context, at)
+JOIN automations_flow f ON f.id = e.flow_id AND f.tenant_id = %(tenant)s
+"""
+
+
+def enter_rows(cursor, rows_sql: str, params: dict) -> dict[int, int]:
+    """Run ENTER_ROWS over the caller's rows; runs begun per brand."""
+    cursor.execute(ENTER_ROWS.format(rows=rows_sql), params)
+    return dict(cursor.fetchall())
 
 
 def flow_runs_enter(*, tenant: Tenant, entries: list[Entry], now: datetime) -> int:
@@ -91,8 +110,9 @@ def flow_runs_enter(*, tenant: Tenant, entries: list[Entry], now: datetime) -> i
     if not entries:
         return 0
     with connection.cursor() as cursor:
-        cursor.execute(
-            ENTER,
+        begun = enter_rows(
+            cursor,
+            ENTRIES,
             {
                 "tenant": tenant.pk,
                 "now": now,
@@ -105,7 +125,7 @@ def flow_runs_enter(*, tenant: Tenant, entries: list[Entry], now: datetime) -> i
                 "ats": [e.entered_at for e in entries],
             },
         )
-        return cursor.rowcount
+    return begun.get(tenant.pk, 0)
 
 
 EXIT = """
@@ -539,5 +559,4 @@ def next_local_time(after: datetime, at: str, zone: ZoneInfo) -> datetime:
         candidate = (local + timedelta(days=1)).replace(
             hour=hour, minute=minute, second=0, microsecond=0
         )
-    # Across a DST change the wall time is re-read in the zone.
-    return candidate.replace(tzinfo=None).replace(tzinfo=zone)
+    return candidate

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection, transaction
 
 from automations.models import Flow
-from automations.services.flow_engine import Entry, flow_runs_enter
+from automations.services.flow_engine import Entry, enter_rows, flow_runs_enter
 from automations.services.flow_segments import in_segment
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
@@ -263,25 +263,12 @@ SCANS: dict[str, tuple[str, str, int]] = {
     "anniversary": (ANNIVERSARY, "days", 0),
 }
 
-ENTER_DUE = """
-WITH due AS ({due}),
-entered AS (
-    INSERT INTO automations_flowrun (
-        tenant_id, flow_id, member_id, subscriber_id, person, occurrence, status, step,
-        next_run_at, entered_at, exit_reason, context, steps_taken)
-    SELECT tenant_id, flow_id, member_id, NULL, 'm' || member_id, occurrence, 'active', step,
-           %(now)s, %(now)s, '', '{{}}'::jsonb, 0
-    FROM due
-    ON CONFLICT (tenant_id, flow_id, person, occurrence) DO NOTHING
-    RETURNING id, tenant_id, flow_id, step
-),
-logged AS (
-    INSERT INTO automations_flowrunlog (
-        tenant_id, run_id, flow_id, step, action, detail, created_at)
-    SELECT tenant_id, id, flow_id, step, 'entered', '', %(now)s FROM entered
-    RETURNING tenant_id
-)
-SELECT tenant_id, count(*) FROM logged GROUP BY tenant_id
+# The scan's rows as runs (automations.services.flow_engine.ENTER_ROWS): the engine finds a
+# member's number when the run walks.
+DUE_ROWS = """
+SELECT tenant_id, flow_id, member_id, NULL::bigint AS subscriber_id, 'm' || member_id AS person,
+       occurrence, step, %(now)s AS entered_at, '{{}}'::jsonb AS context
+FROM ({due}) due
 """
 
 
@@ -351,8 +338,7 @@ def _enter_plain(kind: str, *, now: datetime, **only) -> dict[int, int]:
     """Flows without a segment filter: one statement (runs and their log rows) for all."""
     due, params = due_sql(kind, now=now, segmented=False, **only)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(ENTER_DUE.format(due=due), params)
-        return dict(cursor.fetchall())
+        return enter_rows(cursor, DUE_ROWS.format(due=due), params)
 
 
 def _enter_segmented(kind: str, *, now: datetime, **only) -> dict[int, int]:

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from django.db import connection
+
 from automations.services.flow_engine import flow_runs_advance
 from automations.services.flow_triggers import events_process
 from loyaltysms.models import Tenant
@@ -28,3 +30,21 @@ def flows_work_once(
             return {"events": events, "runs": runs, "texts": texts, "more": False}
         if deadline is not None and time.monotonic() > deadline:
             return {"events": events, "runs": runs, "texts": texts, "more": True}
+
+
+TENANTS_WITH_FLOW_WORK = """
+SELECT tenant_id FROM (
+    SELECT DISTINCT tenant_id FROM programs_loyaltyevent WHERE processed_at IS NULL
+    UNION
+    SELECT DISTINCT tenant_id FROM automations_flowrun
+    WHERE status = 'active' AND next_run_at <= %s
+) t
+"""
+
+
+def tenants_with_flow_work(now: datetime) -> list[int]:
+    """Brands with outbox events to act on or flow runs due.
+    WARNING: reads every tenant's outbox and runs, to find whom to wake."""
+    with connection.cursor() as cursor:
+        cursor.execute(TENANTS_WITH_FLOW_WORK, [now])
+        return [row[0] for row in cursor.fetchall()]

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.contrib import messages
 from django.core.cache import cache
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -25,7 +25,7 @@ from automations.services import campaigns as services
 from automations.services.launch import launch_moment
 from loyaltysms.models import Role
 from loyaltysms.problems import ProblemError
-from loyaltysms.views import tenant_view
+from loyaltysms.views import render_in_brand_zone, tenant_view
 from messaging.services.outbound import BodyInvalid
 from programs.services.program import program_get
 from segments.selectors import segment_list
@@ -43,9 +43,7 @@ def _zone(request) -> ZoneInfo:
 
 
 def _page(request, template: str, context: dict, status: int = 200) -> HttpResponse:
-    """Rendered with times in the brand's zone."""
-    with timezone.override(_zone(request)):
-        return render(request, template, {"campaigns_tab": True, **context}, status=status)
+    return render_in_brand_zone(request, template, {"campaigns_tab": True, **context}, status)
 
 
 # --- the list -------------------------------------------------------------------------------

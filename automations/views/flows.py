@@ -6,11 +6,10 @@ run's history, a member's runs across flows, and delete behind a confirmation.""
 from __future__ import annotations
 
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,7 +24,7 @@ from automations.services.flow_dryrun import MAX_DAYS, dry_run_progress, flow_dr
 from automations.services.flow_install import flow_install, prebuilt_catalogue
 from loyaltysms.models import Role
 from loyaltysms.tenancy.context import tenant_scope
-from loyaltysms.views import tenant_view
+from loyaltysms.views import render_in_brand_zone, tenant_view
 from messaging.services.setup import messaging_settings_get
 from programs.models import Reward
 from programs.selectors import get_member_by_id
@@ -42,9 +41,7 @@ BLANK = {
 
 
 def _page(request, template: str, context: dict, status: int = 200) -> HttpResponse:
-    """Rendered with times in the brand's zone."""
-    with timezone.override(ZoneInfo(request.tenant.timezone)):
-        return render(request, template, {"flows_tab": True, **context}, status=status)
+    return render_in_brand_zone(request, template, {"flows_tab": True, **context}, status)
 
 
 # --- the list and the gallery ---------------------------------------------------------------
