@@ -4,6 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The browser tests drive Debian's chromium and inject axe-core from the npm registry.
+CHROMIUM := /usr/bin/chromium
+AXE := node_modules/axe-core/axe.min.js
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
 .PHONY: run test lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan lock clean
 
@@ -13,12 +17,20 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements-dev.lock
 	@touch $(STAMP)
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core
+
+$(AXE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(AXE)
+
 ## run: set up (virtualenv, dependencies, migrations, demo data) and serve on http://localhost:$${PORT:-8000}
 run: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) manage.py serve
 
-## test: set up the same way, lint, and run the whole test suite
-test: $(STAMP) lint
+## test: set up the same way (and Debian's chromium for the browser tests), lint, run every test
+test: $(STAMP) $(CHROMIUM) $(AXE) lint
 	$(PY) -m loyaltysms.embedded run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -88,4 +100,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis staticfiles
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis staticfiles

@@ -158,8 +158,10 @@ REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
 
 def celery_broker_url(redis_url: str) -> str:
     # redis-py spells a socket unix:///path; kombu spells it redis+socket:///path.
+    # A socket's database is ?db=N to redis-py and ?virtual_host=N to kombu.
     if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url.removeprefix("unix://")
+        socket = redis_url.removeprefix("unix://").replace("?db=", "?virtual_host=")
+        return "redis+socket://" + socket
     return redis_url
 
 
