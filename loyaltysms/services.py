@@ -88,7 +88,7 @@ def unique_slug(name: str) -> str:
 class NewTenant:
     tenant: Tenant
     owner: User
-    api_key: NewApiKey
+    api_key: NewApiKey | None
     owner_created: bool
 
 
@@ -102,8 +102,9 @@ def tenant_create(
     timezone_name: str = "America/New_York",
     currency: str = "USD",
     default_country: str = "US",
+    with_api_key: bool = True,
 ) -> NewTenant:
-    """A brand with its owner (created when new) and a first API key."""
+    """A brand with its owner (created when new) and, unless told otherwise, a first API key."""
     tenant = Tenant(
         slug=slug,
         name=name,
@@ -126,8 +127,31 @@ def tenant_create(
         owner = User.objects.create_user(email=owner_email, password=owner_password)
     Membership.objects.create(user=owner, tenant=tenant, role=Role.OWNER)
     audit(tenant=tenant, actor=owner, action="tenant.created", target=slug)
-    key = api_key_create(tenant=tenant, name="Default", created_by=owner)
+    key = api_key_create(tenant=tenant, name="Default", created_by=owner) if with_api_key else None
     return NewTenant(tenant=tenant, owner=owner, api_key=key, owner_created=owner_created)
+
+
+def tenant_create_for(
+    *, user: User, name: str, timezone_name: str, currency: str, default_country: str
+) -> NewTenant:
+    """A brand made in the dashboard: its slug from its name, the user its owner, and no API
+    key yet (the setup checklist has the owner create one, and shows it once)."""
+    for _attempt in range(3):
+        try:
+            return tenant_create(
+                slug=unique_slug(name),
+                name=name.strip(),
+                owner_email=user.email,
+                timezone_name=timezone_name,
+                currency=currency,
+                default_country=default_country,
+                with_api_key=False,
+            )
+        except ValidationError as error:
+            # Another brand of the same name took the slug a moment ago: look again.
+            if "slug" not in getattr(error, "error_dict", {}):
+                raise
+    raise ValidationError({"name": "Several brands of this name are being made: try again."})
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from loyaltysms import forms, selectors, services
+from loyaltysms import dashboard, forms, selectors, services
 from loyaltysms.models import Role, User
 from loyaltysms.tasks import send_invitation_email
 from loyaltysms.tenancy.middleware import SESSION_TENANT_KEY
 from loyaltysms.tenancy.tasks import enqueue_on_commit
+from programs.services.program import program_get, program_starter_apply
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -62,9 +63,91 @@ def _form_errors(form, error: ValidationError) -> None:
 
 
 @require_GET
-@tenant_view()
+@login_required
 def home(request):
-    return render(request, "loyaltysms/home.html")
+    if request.membership is None:
+        # Signed up but no brand yet (or removed from every brand): make one.
+        return redirect("brand_new")
+    return _home(request)
+
+
+@tenant_view()
+def _home(request):
+    tenant = request.tenant
+    now = timezone.now()
+    month = dashboard.month_numbers(tenant, now)
+    return render_in_brand_zone(
+        request,
+        "loyaltysms/home.html",
+        {
+            "checklist": dashboard.setup_checklist(tenant),
+            "month": month,
+            "cards": month.cards(program_get(tenant).currency),
+            "attention": dashboard.attention(tenant, failed=month.figures.failed, now=now),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    """A new account: email and password, then straight on to making a brand."""
+    if request.user.is_authenticated:
+        return redirect("brand_new")
+    form = forms.SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = User.objects.create_user(
+            email=form.cleaned_data["email"], password=form.cleaned_data["password"]
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("brand_new")
+    return render(
+        request, "loyaltysms/signup.html", {"form": form}, status=422 if form.errors else 200
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def brand_new(request):
+    """A brand of the signed-in user's own, who becomes its owner; home shows what's next."""
+    form = forms.BrandForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = services.tenant_create_for(
+                user=request.user,
+                name=data["name"],
+                timezone_name=data["timezone"],
+                currency=data["currency"],
+                default_country=data["default_country"],
+            )
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            request.session[SESSION_TENANT_KEY] = created.tenant.pk
+            messages.success(
+                request,
+                f"{created.tenant.name} is ready. The checklist below takes you through setup.",
+            )
+            return redirect("home")
+    return render(
+        request, "loyaltysms/brand_new.html", {"form": form}, status=422 if form.errors else 200
+    )
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
+def setup_starter_program(request):
+    """The starter tiers and rewards, from the home page's checklist."""
+    starter = program_starter_apply(tenant=request.tenant, actor=request.user)
+    if starter.tiers or starter.rewards:
+        messages.success(
+            request,
+            f"Added {starter.tiers} tiers and {starter.rewards} rewards. Change them any time "
+            "under Program.",
+        )
+    else:
+        messages.info(request, "You have tiers and rewards already: nothing was added.")
+    return redirect("home")
 
 
 @require_POST

@@ -222,11 +222,12 @@ def messaging_settings_update(
             changed["disclosure_version"] = settings.disclosure_version
         if changed:
             settings.save()
-            AuditEvent.objects.create(
-                actor=actor,
-                action="messaging.settings",
-                target="compliance settings",
-                detail={k: str(v) for k, v in changed.items()},
-            )
+        # Saved unchanged, the prefilled texts were read and kept: the setup checklist's tick.
+        AuditEvent.objects.create(
+            actor=actor,
+            action="messaging.settings" if changed else "messaging.settings_reviewed",
+            target="compliance settings",
+            detail={k: str(v) for k, v in changed.items()},
+        )
         messaging_changed(tenant)
         return settings

@@ -6,6 +6,7 @@ Every change leaves an AuditEvent (who, what) in the same transaction.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -22,6 +23,8 @@ from programs.models import (
     Reward,
     RewardKind,
     Tier,
+    TierBasis,
+    TierPeriod,
 )
 
 PROGRAM_FIELDS = (
@@ -283,3 +286,49 @@ def multiplier_event_create(
 def multiplier_event_delete(*, event: MultiplierEvent, actor: User | None = None) -> None:
     audit(tenant=event.tenant, actor=actor, action="multiplier_event.deleted", target=event.name)
     event.delete()
+
+
+# A ladder and a catalog that suit most brands, for a new program to start from.
+STARTER_TIERS = [
+    ("Silver", 500, "1.00", "Free shipping on every order"),
+    ("Gold", 1500, "1.25", "1.25× points on every order, early access to sales"),
+    ("Platinum", 3000, "1.50", "1.5× points on every order, a birthday gift"),
+]
+STARTER_REWARDS = [
+    ("Free shipping", RewardKind.FREE_SHIPPING, 300, None),
+    ("$5 off", RewardKind.FIXED_AMOUNT, 500, "5.00"),
+    ("10% off", RewardKind.PERCENT_OFF, 1000, "10"),
+]
+
+
+@dataclass(frozen=True)
+class Starter:
+    tiers: int
+    rewards: int
+
+
+@transaction.atomic
+def program_starter_apply(*, tenant: Tenant, actor: User | None = None) -> Starter:
+    """The starter tiers (on points earned over the calendar year) when the brand has none,
+    and the starter rewards when it has none; what exists is left alone. Twice is once."""
+    Tenant.objects.select_for_update().get(pk=tenant.pk)  # a double click waits, then sees
+    with tenant_scope(tenant):
+        has_tiers, has_rewards = Tier.objects.exists(), Reward.objects.exists()
+    tiers = [] if has_tiers else STARTER_TIERS
+    rewards = [] if has_rewards else STARTER_REWARDS
+    for name, threshold, multiplier, perks in tiers:
+        tier_create(
+            tenant=tenant,
+            name=name,
+            threshold=Decimal(threshold),
+            basis=TierBasis.POINTS_EARNED,
+            period=TierPeriod.CALENDAR_YEAR,
+            earn_multiplier=Decimal(multiplier),
+            perks=perks,
+            actor=actor,
+        )
+    for name, kind, cost, value in rewards:
+        reward_create(
+            tenant=tenant, name=name, kind=kind, points_cost=cost, value=value, actor=actor
+        )
+    return Starter(tiers=len(tiers), rewards=len(rewards))

@@ -1,7 +1,8 @@
-// Draws the analytics page's charts from the data the page embeds with json_script
-// (#analytics-daily: one list per column of automations/stats.py DAILY_COLUMNS, every day of
-// the period). Each canvas has its text alternative in the page itself; without JavaScript
-// or Chart.js the page still reads in full.
+// Draws the charts of the analytics page and the home page from the data the page embeds
+// with json_script (#analytics-daily: one list per column of automations/stats.py
+// DAILY_COLUMNS, every day of the period); a page gets the charts whose canvases it has. Each
+// canvas has its text alternative in the page itself; without JavaScript or Chart.js the page
+// still reads in full.
 (function () {
   "use strict";
 

@@ -159,8 +159,11 @@ def test_role_change_is_audited(alice_client, alice_brand, bob):
 
 def test_user_without_a_brand_sees_what_to_do(db):
     loner = User.objects.create_user(email="loner@x.test", password=PASSWORD)
-    response = signed_in(loner).get("/")
+    client = signed_in(loner)
+    assert client.get("/")["Location"] == reverse("brand_new")  # home: make a brand
+    response = client.get(reverse("members"))
     assert response.status_code == 403 and b"not a member of any brand" in response.content
+    assert reverse("brand_new").encode() in response.content
 
 
 def test_mutating_pages_require_csrf(alice_brand):
