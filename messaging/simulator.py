@@ -22,6 +22,10 @@ TEST_NUMBERS = [
     ("+13055550143", "Miami, FL (texts end at 8 pm)"),
     ("+14155550144", "San Francisco, CA"),
     ("+18085550145", "Honolulu, HI"),
+    # libphonenumber's example mobiles: with these, one test number is inside its sending
+    # window at any hour of the day.
+    ("+447400123456", "London, UK"),
+    ("+819012345678", "Tokyo, Japan"),
 ]
 
 

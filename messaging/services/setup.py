@@ -166,9 +166,10 @@ def sender_use_sandbox(*, tenant: Tenant, actor: User | None = None) -> Sender:
         sandbox = Sender.objects.filter(kind=SenderKind.SANDBOX).first()
         Sender.objects.filter(is_default=True).update(is_default=False)
         if sandbox is None:
-            return sender_default(tenant)
-        sandbox.is_default = True
-        sandbox.save(update_fields=["is_default"])
+            sandbox = sender_default(tenant)  # makes the brand's sandbox, as its default
+        else:
+            sandbox.is_default = True
+            sandbox.save(update_fields=["is_default"])
         AuditEvent.objects.create(actor=actor, action="sender.use_sandbox", target="sandbox")
         messaging_changed(tenant)
         return sandbox
