@@ -5,7 +5,11 @@ added (routes that take an id get theirs from the isolation sweep's table)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
@@ -93,3 +97,36 @@ def test_a_viewer_changes_nothing_anywhere(alice_brand, vera):
         expected = {405} if name in GET_ONLY else {403, 405}
         assert response.status_code in expected, (name, response.status_code)
     assert AuditEvent.objects.unscoped().count() == audit_before
+
+
+# What can't be undone asks first: in the browser before the POST, or on a page of its own.
+CONFIRM_IN_PLACE = {
+    "api_key_revoke",
+    "member_remove",
+    "invitation_revoke",
+    "multiplier_event_delete",
+    "tier_delete",
+}
+# name → how the confirmation page is reached (a POST without confirm=yes asks first). A
+# campaign's cancel page is for a campaign under way: tests/automations/test_campaign_pages.py.
+CONFIRM_PAGES = {
+    "segment_delete": "get",
+    "flow_delete": "get",
+    "subscriber_unsubscribe": "post",
+}
+
+
+def test_destructive_actions_ask_for_confirmation_first(alice_brand):
+    templates = "".join(
+        path.read_text() for path in (Path(settings.BASE_DIR) / "templates").rglob("*.html")
+    )
+    forms = re.findall(r"<form[^>]*action=\"\{% url '\w+'[^>]*>", templates)
+    posted = {re.search(r"url '(\w+)'", form).group(1): form for form in forms}
+    for name in CONFIRM_IN_PLACE:
+        assert "return confirm(" in posted[name], name
+    client = signed_in(alice_brand.owner)
+    routes = dashboard_routes(alice_brand)
+    for name, method in CONFIRM_PAGES.items():
+        page = getattr(client, method)(routes[name])
+        assert page.status_code == 200, name
+        assert re.search(r'<button type="submit" class="danger">Yes, ', page.content.decode()), name
