@@ -128,7 +128,7 @@ def test_sign_up_to_first_automated_text(page: Page):
     quick.get_by_role("button", name="JOIN").click()
     thread = page.locator("#simulator-thread")
     expect(thread).to_contain_text("Reply Y", timeout=30_000)
-    page.get_by_role("form", name="Quick replies").get_by_role("button", name="Y", exact=True).click()
+    quick.get_by_role("button", name="Y", exact=True).click()
     expect(thread).to_contain_text("Welcome", timeout=60_000)
     expect(thread).to_contain_text("Thanks for joining our texts", timeout=60_000)
     shot(page, "08-first-text")
