@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.core.exceptions import ValidationError
@@ -209,3 +210,41 @@ class IdempotencyRecord(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Export(TenantOwnedModel):
+    """A CSV download made by a worker while its page shows progress (loyaltysms/exports.py).
+    The file is kept gzipped in the database, so any web process can serve it, for
+    EXPORT_KEPT_DAYS; then it is deleted."""
+
+    kind = models.CharField(max_length=20)  # a key of loyaltysms.exports.KINDS
+    filters = models.JSONField(default=dict, blank=True)  # the list page's, as given
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    status = models.CharField(
+        max_length=8, choices=ExportStatus.choices, default=ExportStatus.QUEUED
+    )
+    total_rows = models.IntegerField(default=0)
+    processed_rows = models.IntegerField(default=0)
+    content = models.BinaryField(default=b"")  # gzip of the CSV, once done
+    size = models.BigIntegerField(default=0)  # the CSV's bytes, unzipped
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="export_tenant_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} export {self.pk}"
+
+    @property
+    def percent(self) -> int:
+        return int(self.processed_rows * 100 / self.total_rows) if self.total_rows else 100

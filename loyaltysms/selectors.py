@@ -8,7 +8,15 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from loyaltysms.models import ApiKey, AuditEvent, Invitation, Membership, Tenant, User
+from loyaltysms.models import (
+    ApiKey,
+    AuditEvent,
+    Export,
+    Invitation,
+    Membership,
+    Tenant,
+    User,
+)
 from loyaltysms.services import hash_secret
 
 
@@ -100,3 +108,11 @@ def audit_list(tenant: Tenant, limit: int = 50) -> list[AuditEvent]:
         .select_related("actor")
         .order_by("-created_at")[:limit]
     )
+
+
+def get_export(tenant: Tenant, export_id: int) -> Export:
+    """An export of the brand, without its file (read when downloaded)."""
+    export = Export.objects.filter(tenant=tenant, pk=export_id).defer("content").first()
+    if export is None:
+        raise Http404("No such export")
+    return export

@@ -2,6 +2,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
 
+from loyaltysms.exports import export_run
 from loyaltysms.idempotency import idempotency_records_purge
 from loyaltysms.models import Invitation, Tenant
 from loyaltysms.queues import Queue
@@ -24,6 +25,12 @@ def send_invitation_email(tenant: Tenant, invitation_id: int, accept_url: str) -
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[invitation.email],
     )
+
+
+@tenant_task(queue=Queue.DEFAULT)
+def export_csv(tenant: Tenant, export_id: int) -> None:
+    """A list page's CSV, written while the export's page shows progress."""
+    export_run(tenant=tenant, export_id=export_id)
 
 
 @shared_task(route_queue=Queue.SCANS.value)

@@ -10,15 +10,15 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from loyaltysms import dashboard, forms, selectors, services
-from loyaltysms.models import Role, User
-from loyaltysms.tasks import send_invitation_email
+from loyaltysms import dashboard, exports, forms, selectors, services
+from loyaltysms.models import ExportStatus, Role, User
+from loyaltysms.tasks import export_csv, send_invitation_email
 from loyaltysms.tenancy.middleware import SESSION_TENANT_KEY
 from loyaltysms.tenancy.tasks import enqueue_on_commit
 from programs.services.program import program_get, program_starter_apply
@@ -148,6 +148,42 @@ def setup_starter_program(request):
     else:
         messages.info(request, "You have tiers and rewards already: nothing was added.")
     return redirect("home")
+
+
+@require_POST
+@tenant_view()
+def export_start(request, kind: str):
+    """Export a list page with its filters (the form carries them): the export's own page
+    shows the worker's progress, then the download."""
+    if kind not in exports.KINDS:
+        raise Http404("No such export.")
+    job = exports.export_create(
+        tenant=request.tenant, kind=kind, filters=request.POST.dict(), user=request.user
+    )
+    enqueue_on_commit(export_csv, request.tenant.pk, job.pk)
+    return redirect("export_detail", export_id=job.pk)
+
+
+@require_GET
+@tenant_view()
+def export_detail(request, export_id: int):
+    job = selectors.get_export(request.tenant, export_id)
+    context = {"job": job, "kind": exports.KINDS[job.kind]}
+    if request.headers.get("HX-Request") == "true":  # htmx polling for progress
+        return render(request, "loyaltysms/_export_progress.html", context)
+    return render_in_brand_zone(request, "loyaltysms/export_detail.html", context)
+
+
+@require_GET
+@tenant_view()
+def export_download(request, export_id: int):
+    job = selectors.get_export(request.tenant, export_id)
+    if job.status != ExportStatus.DONE:
+        return redirect("export_detail", export_id=job.pk)
+    response = StreamingHttpResponse(exports.export_chunks(job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{exports.export_filename(job)}"'
+    response["Content-Length"] = str(job.size)
+    return response
 
 
 @require_POST

@@ -23,6 +23,8 @@ from .test_isolation import GET_ONLY, all_patterns, other_tenant_ids
 NOT_DASHBOARD_PREFIXES = ("api/", "webhooks/", "l/", "healthz", "admin/")
 # Dashboard routes anyone may reach signed out.
 PUBLIC = {"login", "logout", "signup", "invitation_accept"}
+# Routes whose path argument isn't an object id.
+NOT_ID_ARGS = {"export_start": {"kind": "members"}}
 # What a viewer may POST: signing out, choosing a brand, making a brand of their own.
 VIEWER_MAY_POST = {"logout", "switch_tenant", "brand_new"}
 # POSTs that only draw a preview of a form being edited (htmx), changing nothing.
@@ -36,7 +38,7 @@ def dashboard_routes(brand) -> dict[str, str]:
     for route, pattern in all_patterns():
         if route.startswith(NOT_DASHBOARD_PREFIXES) or pattern.name in PUBLIC:
             continue
-        kwargs = ids[pattern.name] if pattern.pattern.converters else {}
+        kwargs = ids.get(pattern.name) or NOT_ID_ARGS.get(pattern.name, {})
         routes[pattern.name] = reverse(pattern.name, kwargs=kwargs)
     return routes
 

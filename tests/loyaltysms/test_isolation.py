@@ -76,9 +76,12 @@ def other_tenant_ids(brand) -> dict[str, dict]:
             flow=flow, member=member, person=f"m{member.pk}", occurrence="x", step="a",
             entered_at=timezone.now(),
         )  # fmt: skip
-        job = FlowDryRun.objects.create(
+        dry_run = FlowDryRun.objects.create(
             flow=flow, days=7, flow_version=1, created_at=timezone.now()
         )
+    from loyaltysms.exports import export_create
+
+    export = export_create(tenant=tenant, kind="members", filters={}, user=brand.owner)
     return {
         **{
             name: {"flow_id": flow.pk}
@@ -91,7 +94,9 @@ def other_tenant_ids(brand) -> dict[str, dict]:
                 "flow_runs",
             )
         },
-        "flow_dry_run": {"flow_id": flow.pk, "job_id": job.pk},
+        "flow_dry_run": {"flow_id": flow.pk, "job_id": dry_run.pk},
+        "export_detail": {"export_id": export.pk},
+        "export_download": {"export_id": export.pk},
         "flow_run": {"flow_id": flow.pk, "run_id": run.pk},
         "member_flow_runs": {"member_id": member.pk},
         **{
@@ -214,12 +219,14 @@ GET_ONLY = {
     "flow_runs",
     "flow_run",
     "member_flow_runs",
+    "export_detail",
+    "export_download",
 }
 
 # Routes with a path argument that is not an object id of a brand.
 # Unguessable tokens: an invitation (tested in test_dashboard) and a tracked link (public by
-# design; tests/messaging/test_links.py).
-NOT_TENANT_IDS = {"invitation_accept", "short_link"}
+# design; tests/messaging/test_links.py); what to export (always the current brand's).
+NOT_TENANT_IDS = {"invitation_accept", "short_link", "export_start"}
 
 
 def all_patterns(resolver=None, prefix=""):
