@@ -201,6 +201,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Anyone may sign up and create a brand; SIGNUP_OPEN=0 leaves joining by invitation only.
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", default=True)
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "loyaltysms <no-reply@localhost>")
 

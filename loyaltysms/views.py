@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from zoneinfo import ZoneInfo
 
+from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -93,6 +94,8 @@ def signup(request):
     """A new account: email and password, then straight on to making a brand."""
     if request.user.is_authenticated:
         return redirect("brand_new")
+    if not django_settings.SIGNUP_OPEN:
+        return render(request, "loyaltysms/signup_closed.html", status=403)
     form = forms.SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = User.objects.create_user(
@@ -108,7 +111,10 @@ def signup(request):
 @require_http_methods(["GET", "POST"])
 @login_required
 def brand_new(request):
-    """A brand of the signed-in user's own, who becomes its owner; home shows what's next."""
+    """A brand of the signed-in user's own, who becomes its owner; home shows what's next.
+    With sign-up closed, only staff make brands (or `manage.py create_tenant`)."""
+    if not (django_settings.SIGNUP_OPEN or request.user.is_staff):
+        return render(request, "loyaltysms/signup_closed.html", status=403)
     form = forms.BrandForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

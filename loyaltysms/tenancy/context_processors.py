@@ -1,3 +1,5 @@
+from django.conf import settings
+
 from loyaltysms.selectors import memberships_for
 
 
@@ -12,4 +14,5 @@ def tenancy(request):
         "user_memberships": (lambda: list(memberships_for(user))) if signed_in else [],
         "can_edit": membership is not None and membership.allows("marketer"),
         "can_admin": membership is not None and membership.allows("admin"),
+        "signup_open": settings.SIGNUP_OPEN,
     }

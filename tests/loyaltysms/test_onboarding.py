@@ -236,3 +236,20 @@ def test_a_sender_with_a_long_queue_needs_attention(alice_brand):
         )
         items = dashboard.attention(tenant, failed=0, now=now)
     assert any(f"{due:,} texts waiting" in item.text for item in items)
+
+
+def test_sign_up_can_be_closed(db, settings):
+    assert reverse("signup").encode() in Client().get(reverse("login")).content
+    settings.SIGNUP_OPEN = False
+    assert reverse("signup").encode() not in Client().get(reverse("login")).content
+    page = Client().get(reverse("signup"))
+    assert page.status_code == 403 and b"invitation only" in page.content
+    response = Client().post(reverse("signup"), SIGNUP)
+    assert response.status_code == 403
+    assert not User.objects.exists()
+    # Nor does a signed-in person make brands then, unless they are staff.
+    person = User.objects.create_user(email="p@x.test", password="a-long-pass-9")
+    assert signed_in(person).post(reverse("brand_new"), BRAND).status_code == 403
+    person.is_staff = True
+    person.save()
+    assert signed_in(person).post(reverse("brand_new"), BRAND).status_code == 302
