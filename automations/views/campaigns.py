@@ -303,7 +303,8 @@ def _progress(campaign: Campaign) -> dict:
 def campaign_progress(request, campaign_id: int):
     """The progress bar alone, polled while the campaign is under way."""
     campaign = selectors.get_campaign(request.tenant, campaign_id)
-    context = {"campaign": campaign, "poll": PROGRESS_POLL}
+    # oob: the heading's status tag is refreshed with the bar (scheduled → sending → sent).
+    context = {"campaign": campaign, "poll": PROGRESS_POLL, "oob": True}
     if campaign.frozen_at is not None:
         context["progress"] = _progress(campaign)
     return _page(request, "automations/_campaign_progress.html", context)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -250,6 +251,9 @@ def test_sending_needs_the_confirmation_then_the_page_shows_progress_and_results
     campaign_launch(campaign=draft, now=timezone.now())
     page = owner.get(f"/campaigns/{draft.pk}/progress/").content.decode()
     assert "Sending: 0.0 %" in page and 'hx-trigger="every 3s"' in page
+    # The heading's status tag comes with each refresh of the bar (htmx out-of-band swap).
+    oob = re.search(r'<span id="campaign-status" class="tag (\w+)" hx-swap-oob="true">', page)
+    assert oob and oob.group(1) == "sent"  # launched: every text created, page[:300]
     dispatch_due(now=lambda: timezone.now() + timedelta(seconds=1))
     texts = texts_of(audience.tenant, draft)
     click(audience.tenant, texts[0].subscriber_id, draft)

@@ -168,3 +168,13 @@ def test_exports_are_kept_a_week(alice_brand, alice_client):
     exports.export_run(tenant=alice_brand.tenant, export_id=new.pk)
     with tenant_scope(alice_brand.tenant):
         assert list(Export.objects.values_list("pk", flat=True)) == [new.pk]
+
+
+def test_the_list_pages_export_what_they_show(alice_brand, alice_client, vera):
+    page = alice_client.get(reverse("members") + "?q=Ann").content.decode()
+    assert reverse("export_start", args=["members"]) in page
+    assert '<input type="hidden" name="q" value="Ann">' in page
+    page = alice_client.get(reverse("subscribers") + "?status=subscribed").content.decode()
+    assert reverse("export_start", args=["subscribers"]) in page
+    assert '<input type="hidden" name="status" value="subscribed">' in page
+    assert "Export CSV" not in signed_in(vera).get(reverse("members")).content.decode()

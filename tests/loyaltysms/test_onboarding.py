@@ -3,6 +3,7 @@ step is done through the real pages and services; this month's numbers; what nee
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -253,3 +254,12 @@ def test_sign_up_can_be_closed(db, settings):
     person.is_staff = True
     person.save()
     assert signed_in(person).post(reverse("brand_new"), BRAND).status_code == 302
+
+
+def test_a_fields_help_and_errors_are_read_with_it(db):
+    page = Client().post(reverse("signup"), {"email": "x", "password": "short"}).content.decode()
+    for field in ("email", "password"):
+        described = re.search(rf'aria-describedby="([^"]+)"[^>]*id="id_{field}"', page)
+        assert described, field
+        for target in described.group(1).split():
+            assert f'id="{target}"' in page, target
