@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -423,3 +424,25 @@ def test_inbox_reply_to_a_text_shows_in_the_thread_and_on_the_phone(page: Page) 
     # The dispatcher sends it (a reply to a person goes at any hour) and the phone gets it.
     page.goto(f"/sms/simulator/?number={number}")
     expect(page.locator("#simulator-thread")).to_contain_text(answer, timeout=WORKER)
+
+
+def test_members_export_shows_progress_then_downloads_the_filtered_list(page: Page) -> None:
+    sign_in(page)
+    nav(page, "Members")
+    page.get_by_label("Search members").fill("Ava")
+    page.get_by_role("button", name="Search").click()
+    shown = page.get_by_role("region", name="Members").locator("tbody tr").count()
+    assert shown > 0
+    page.get_by_role("button", name="Export CSV (these)").click()
+    expect(page.get_by_role("heading", name="Members export")).to_be_visible()
+    expect(page.get_by_text("filtered by q “Ava”")).to_be_visible()
+    download_link = page.get_by_role("link", name=re.compile(r"^Download \d+ rows? \(CSV"))
+    expect(download_link).to_be_visible(timeout=WORKER)  # the worker wrote it; the page polled
+    assert_accessible(page)
+    with page.expect_download() as info:
+        download_link.click()
+    lines = Path(info.value.path()).read_text().splitlines()
+    assert lines[0].startswith("external_id,phone,email,first_name,last_name,birthday")
+    rows = int(re.search(r"Download (\d+) row", download_link.inner_text()).group(1))
+    assert len(lines) == rows + 1 and rows >= shown
+    assert all("ava" in line.lower() for line in lines[1:])  # the search is case-blind
