@@ -180,7 +180,7 @@ def attention(tenant: Tenant, *, failed: int, now: datetime) -> list[Attention]:
             },
         )
         for _sender_id, number, mps, due in cursor.fetchall():
-            minutes = due / mps / 60
+            minutes = due / max(mps, 1) / 60
             items.append(
                 Attention(
                     f"Sender {number} has {due:,} texts waiting: about {minutes:,.0f} minutes "

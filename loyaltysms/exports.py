@@ -15,14 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from loyaltysms.models import Export, ExportStatus, Tenant
+from loyaltysms.models import Export, ExportStatus, Tenant, User
+from loyaltysms.services import audit
 from loyaltysms.tenancy.context import tenant_scope
 
 CHUNK = 5_000
 EXPORT_KEPT_DAYS = 7
+# Longer than the task's hard time limit: a job still unfinished then has lost its worker.
+STUCK_AFTER = timedelta(hours=1)
 # A cell a spreadsheet would evaluate: =… @… and +…/-… that isn't a number or phone number.
 FORMULA = re.compile(r"^(?:[=@\t\r]|[+-](?![\d\s().-]*$))")
 
@@ -44,7 +48,7 @@ def _members(tenant: Tenant, filters: dict) -> QuerySet:
     return member_search(
         Member.objects.all(),
         q=str(filters.get("q", "")),
-        tier_id=int(tier) if str(tier or "").isdigit() else None,
+        tier_id=int(tier) if re.fullmatch(r"[0-9]{1,18}", str(tier or "")) else None,
     )
 
 
@@ -94,6 +98,7 @@ KINDS: dict[str, Kind] = {
 }  # fmt: skip
 
 FILTERS = ("q", "tier", "status", "source")
+DONE_FIELDS = ("content", "size", "processed_rows", "total_rows", "status", "finished_at")
 
 
 def _cell(value) -> str:
@@ -102,7 +107,7 @@ def _cell(value) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, list):
-        return ";".join(value)
+        return _cell(";".join(value))
     text = str(value)
     return "'" + text if FORMULA.match(text) else text
 
@@ -134,29 +139,55 @@ def _lines(kind: str, queryset: QuerySet, progress: Callable[[int], None]) -> It
         progress(done)
 
 
-def export_create(*, tenant: Tenant, kind: str, filters: dict, user) -> Export:
+@transaction.atomic
+def export_create(*, tenant: Tenant, kind: str, filters: dict, user: User) -> Export:
+    """A queued export of the list with these filters; the same one still queued or running
+    for this person is reused (a second click starts nothing). Audited: it copies personal
+    data out."""
     if kind not in KINDS:
         raise ValueError(f"no export of {kind!r}")
     kept = {name: str(filters[name])[:200] for name in FILTERS if filters.get(name)}
     with tenant_scope(tenant):
-        return Export.objects.create(kind=kind, filters=kept, created_by=user)
+        Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)  # one at a time
+        running = Export.objects.filter(
+            kind=kind,
+            filters=kept,
+            created_by=user,
+            status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING],
+        ).first()
+        if running is not None:
+            return running
+        export = Export.objects.create(kind=kind, filters=kept, created_by=user)
+        audit(tenant=tenant, actor=user, action="export.created", target=kind, **kept)
+        return export
+
+
+def exports_purge(*, now: datetime) -> int:
+    """Every brand's exports older than EXPORT_KEPT_DAYS are deleted (they hold personal
+    data); one queued or running longer than STUCK_AFTER is marked failed (its worker died or
+    its task was lost), so its page stops waiting and says to try again."""
+    Export.objects.unscoped().filter(
+        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING], created_at__lt=now - STUCK_AFTER
+    ).update(status=ExportStatus.FAILED, finished_at=now)
+    deleted, _ = (
+        Export.objects.unscoped()
+        .filter(created_at__lt=now - timedelta(days=EXPORT_KEPT_DAYS))
+        .delete()
+    )
+    return deleted
 
 
 def export_run(*, tenant: Tenant, export_id: int) -> Export | None:
-    """Write one queued export once (a redelivered task finds it claimed); drop the brand's
-    exports older than EXPORT_KEPT_DAYS."""
+    """Write one queued export once (a redelivered task finds it claimed)."""
     with tenant_scope(tenant):
-        Export.objects.filter(
-            created_at__lt=timezone.now() - timedelta(days=EXPORT_KEPT_DAYS)
-        ).delete()
         claimed = Export.objects.filter(pk=export_id, status=ExportStatus.QUEUED).update(
             status=ExportStatus.RUNNING
         )
         if claimed != 1:
             return None
         job = Export.objects.get(pk=export_id)
-        spec = KINDS[job.kind]
         try:
+            spec = KINDS[job.kind]
             queryset = spec.rows(tenant, job.filters)
             Export.objects.filter(pk=job.pk).update(total_rows=queryset.count())
             raw = io.BytesIO()
@@ -187,7 +218,16 @@ def export_run(*, tenant: Tenant, export_id: int) -> Export | None:
         job.processed_rows = job.total_rows = written  # rows may come and go while it runs
         job.status = ExportStatus.DONE
         job.finished_at = timezone.now()
-        job.save()
+        job.save(
+            update_fields=[
+                "content",
+                "size",
+                "processed_rows",
+                "total_rows",
+                "status",
+                "finished_at",
+            ]
+        )
         return job
 
 

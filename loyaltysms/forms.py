@@ -38,12 +38,12 @@ class SignUpForm(forms.Form):
         help_text="At least 8 characters, not a common password and not like your email.",
     )
 
+    TAKEN = "An account with this email exists already: sign in instead."
+
     def clean_email(self):
         email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
         if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError(
-                "An account with this email exists already: sign in instead."
-            )
+            raise forms.ValidationError(self.TAKEN)
         return email
 
     def clean(self):

@@ -83,6 +83,8 @@ class Tenant(models.Model):
     default_country = models.CharField(
         max_length=2, default="US", validators=[RegexValidator(r"^[A-Z]{2}$", "ISO 3166 code")]
     )
+    # The home page's setup checklist, put away by an admin (None: shown until done).
+    setup_hidden_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

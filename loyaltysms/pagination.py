@@ -6,6 +6,7 @@ class changes its envelope to the public contract and answers bad input with 400
 
 from __future__ import annotations
 
+import re
 from urllib import parse
 
 from rest_framework import serializers
@@ -26,7 +27,7 @@ class KeysetPagination(CursorPagination):
         raw = request.query_params.get("limit")
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             raise serializers.ValidationError({"limit": [f"a whole number from 1 to {MAX_LIMIT}"]})
         return int(raw)
 
@@ -38,7 +39,11 @@ class KeysetPagination(CursorPagination):
         # Orderings here are on integer ids; anything else in a cursor was not made by us.
         if cursor is False or (
             cursor is not None
-            and (cursor.reverse or cursor.offset or not str(cursor.position or "").isdigit())
+            and (
+                cursor.reverse
+                or cursor.offset
+                or not re.fullmatch(r"[0-9]{1,18}", str(cursor.position or ""))
+            )
         ):
             raise serializers.ValidationError({"cursor": ["not a cursor this API returned"]})
         return cursor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from datetime import timedelta
 
 from django.db.models import QuerySet
 from django.http import Http404
@@ -111,8 +112,19 @@ def audit_list(tenant: Tenant, limit: int = 50) -> list[AuditEvent]:
 
 
 def get_export(tenant: Tenant, export_id: int) -> Export:
-    """An export of the brand, without its file (read when downloaded)."""
-    export = Export.objects.filter(tenant=tenant, pk=export_id).defer("content").first()
+    """An export of the brand, without its file (read when downloaded); none once it is past
+    its keeping time, even before the purge has run."""
+    from loyaltysms.exports import EXPORT_KEPT_DAYS
+
+    export = (
+        Export.objects.filter(
+            tenant=tenant,
+            pk=export_id,
+            created_at__gte=timezone.now() - timedelta(days=EXPORT_KEPT_DAYS),
+        )
+        .defer("content")
+        .first()
+    )
     if export is None:
         raise Http404("No such export")
     return export

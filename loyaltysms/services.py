@@ -154,6 +154,12 @@ def tenant_create_for(
     raise ValidationError({"name": "Several brands of this name are being made: try again."})
 
 
+def tenant_setup_hide(*, tenant: Tenant, hide: bool, actor: User | None = None) -> None:
+    tenant.setup_hidden_at = timezone.now() if hide else None
+    tenant.save(update_fields=["setup_hidden_at"])
+    audit(tenant=tenant, actor=actor, action="setup.hidden" if hide else "setup.shown")
+
+
 @dataclass(frozen=True)
 class NewInvitation:
     invitation: Invitation

@@ -7,6 +7,7 @@ generated once into .data/ so sessions and encrypted fields survive restarts.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -160,7 +161,7 @@ def celery_broker_url(redis_url: str) -> str:
     # redis-py spells a socket unix:///path; kombu spells it redis+socket:///path.
     # A socket's database is ?db=N to redis-py and ?virtual_host=N to kombu.
     if redis_url.startswith("unix://"):
-        socket = redis_url.removeprefix("unix://").replace("?db=", "?virtual_host=")
+        socket = re.sub(r"([?&])db=", r"\1virtual_host=", redis_url.removeprefix("unix://"))
         return "redis+socket://" + socket
     return redis_url
 
@@ -268,6 +269,8 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "loyaltysms.tasks.purge_idempotency_records",
         "schedule": 60 * 60,
     },
+    # Exports hold personal data: deleted after their week; stuck ones marked failed.
+    "purge-exports": {"task": "loyaltysms.tasks.purge_exports", "schedule": 60 * 60},
 }
 CELERY_TIMEZONE = "UTC"
 

@@ -1,8 +1,9 @@
 from celery import shared_task
 from django.conf import settings
 from django.core.mail import send_mail
+from django.utils import timezone
 
-from loyaltysms.exports import export_run
+from loyaltysms.exports import export_run, exports_purge
 from loyaltysms.idempotency import idempotency_records_purge
 from loyaltysms.models import Invitation, Tenant
 from loyaltysms.queues import Queue
@@ -31,6 +32,12 @@ def send_invitation_email(tenant: Tenant, invitation_id: int, accept_url: str) -
 def export_csv(tenant: Tenant, export_id: int) -> None:
     """A list page's CSV, written while the export's page shows progress."""
     export_run(tenant=tenant, export_id=export_id)
+
+
+@shared_task(route_queue=Queue.SCANS.value)
+def purge_exports() -> int:
+    """Beat's entry (hourly): exports past their week deleted, stuck ones marked failed."""
+    return exports_purge(now=timezone.now())
 
 
 @shared_task(route_queue=Queue.SCANS.value)

@@ -25,6 +25,7 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("brands/new/", views.brand_new, name="brand_new"),
     path("setup/starter-program/", views.setup_starter_program, name="setup_starter_program"),
+    path("setup/checklist/", views.setup_checklist_toggle, name="setup_checklist_toggle"),
     path("switch-tenant/", views.switch_tenant, name="switch_tenant"),
     path("exports/<slug:kind>/new/", views.export_start, name="export_start"),
     path("exports/<int:export_id>/", views.export_detail, name="export_detail"),

@@ -11,6 +11,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -67,8 +68,10 @@ def _form_errors(form, error: ValidationError) -> None:
 @login_required
 def home(request):
     if request.membership is None:
-        # Signed up but no brand yet (or removed from every brand): make one.
-        return redirect("brand_new")
+        # Signed up but no brand yet (or removed from every brand): make one, if one may.
+        if django_settings.SIGNUP_OPEN or request.user.is_staff:
+            return redirect("brand_new")
+        return render(request, "loyaltysms/no_tenant.html", status=403)
     return _home(request)
 
 
@@ -81,7 +84,8 @@ def _home(request):
         request,
         "loyaltysms/home.html",
         {
-            "checklist": dashboard.setup_checklist(tenant),
+            # Put away: not worked out at all (no query) until shown again.
+            "checklist": None if tenant.setup_hidden_at else dashboard.setup_checklist(tenant),
             "month": month,
             "cards": month.cards(program_get(tenant).currency),
             "attention": dashboard.attention(tenant, failed=month.figures.failed, now=now),
@@ -98,11 +102,16 @@ def signup(request):
         return render(request, "loyaltysms/signup_closed.html", status=403)
     form = forms.SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = User.objects.create_user(
-            email=form.cleaned_data["email"], password=form.cleaned_data["password"]
-        )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("brand_new")
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(
+                    email=form.cleaned_data["email"], password=form.cleaned_data["password"]
+                )
+        except IntegrityError:  # the same email a moment ago (a double click)
+            form.add_error("email", forms.SignUpForm.TAKEN)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("brand_new")
     return render(
         request, "loyaltysms/signup.html", {"form": form}, status=422 if form.errors else 200
     )
@@ -142,6 +151,16 @@ def brand_new(request):
 
 @require_POST
 @tenant_view(write=Role.ADMIN)
+def setup_checklist_toggle(request):
+    """Put the home page's setup checklist away, or bring it back."""
+    tenant = request.tenant
+    hide = request.POST.get("hide") == "1"
+    services.tenant_setup_hide(tenant=tenant, hide=hide, actor=request.user)
+    return redirect("home")
+
+
+@require_POST
+@tenant_view(write=Role.ADMIN)
 def setup_starter_program(request):
     """The starter tiers and rewards, from the home page's checklist."""
     starter = program_starter_apply(tenant=request.tenant, actor=request.user)
@@ -174,7 +193,7 @@ def export_start(request, kind: str):
 @tenant_view()
 def export_detail(request, export_id: int):
     job = selectors.get_export(request.tenant, export_id)
-    context = {"job": job, "kind": exports.KINDS[job.kind]}
+    context = {"job": job, "kind": exports.KINDS[job.kind], "kept_days": exports.EXPORT_KEPT_DAYS}
     if request.headers.get("HX-Request") == "true":  # htmx polling for progress
         return render(request, "loyaltysms/_export_progress.html", context)
     return render_in_brand_zone(request, "loyaltysms/export_detail.html", context)
@@ -189,6 +208,7 @@ def export_download(request, export_id: int):
     response = StreamingHttpResponse(exports.export_chunks(job), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{exports.export_filename(job)}"'
     response["Content-Length"] = str(job.size)
+    response["Cache-Control"] = "private, no-store"  # personal data: no copies on the way
     return response
 
 

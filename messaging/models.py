@@ -333,6 +333,12 @@ class OutboundMessage(TenantOwnedModel):
                 condition=Q(sent_at__isnull=False),
                 name="outbound_tenant_sent",
             ),
+            # The setup checklist's "first automated text": one index probe, not a scan.
+            models.Index(
+                fields=["tenant"],
+                condition=Q(source="flow", status__in=["sent", "delivered"]),
+                name="outbound_flow_sent",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,11 +22,14 @@ TEST_NUMBERS = [
     ("+13055550143", "Miami, FL (texts end at 8 pm)"),
     ("+14155550144", "San Francisco, CA"),
     ("+18085550145", "Honolulu, HI"),
-    # libphonenumber's example mobiles: with these, one test number is inside its sending
-    # window at any hour of the day.
+    # With these two, one test number is inside its sending window at any hour of the day.
+    # London: libphonenumber's example mobile (the UK's fictional 07700 900xxx isn't valid to
+    # it); Australia: ACMA's fictional range, only the hours legal in all its zones.
     ("+447400123456", "London, UK"),
-    ("+819012345678", "Tokyo, Japan"),
+    ("+61491570156", "Australia (any zone)"),
 ]
+# Texted through the sandbox only, never a real carrier (messaging/services/dispatch.py).
+TEST_NUMBER_SET = frozenset(number for number, _ in TEST_NUMBERS)
 
 
 class NotSandbox(ValueError):

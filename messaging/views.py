@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 from django.conf import settings as django_settings
 from django.contrib import messages
@@ -37,7 +38,13 @@ from messaging.services import inbox as inbox_services
 from messaging.services import setup
 from messaging.services.outbound import BodyInvalid
 from messaging.services.subscribers import Evidence, subscriber_opt_out
-from messaging.simulator import TEST_NUMBERS, NotSandbox, simulator_text, simulator_thread
+from messaging.simulator import (
+    TEST_NUMBER_SET,
+    TEST_NUMBERS,
+    NotSandbox,
+    simulator_text,
+    simulator_thread,
+)
 from messaging.tasks import import_subscribers as import_subscribers_task
 from programs.services.program import program_get
 
@@ -45,7 +52,8 @@ PAGE = 50
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    """A query string's id: ASCII digits that fit a bigint, else None (never a 500)."""
+    return int(value) if value and re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
 def _choice(value: str | None, choices) -> str:
@@ -557,8 +565,6 @@ def settings_usage(request):
 
 
 # --- phone simulator ------------------------------------------------------------------------
-
-TEST_NUMBER_SET = {number for number, _ in TEST_NUMBERS}
 
 
 def _test_number(raw: str | None) -> str:

@@ -3,6 +3,8 @@ tiers, rewards, multiplier events, and the member import."""
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
@@ -28,7 +30,8 @@ UPLOAD_MAX_BYTES = 20 * 2**20
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    """A query string's id: ASCII digits that fit a bigint, else None (never a 500)."""
+    return int(value) if value and re.fullmatch(r"[0-9]{1,18}", value) else None
 
 
 def _problem_to_form(form, error: ProblemError) -> None:

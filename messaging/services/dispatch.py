@@ -64,6 +64,7 @@ from messaging.models import (
     MessageStatus,
     OutboundMessage,
     Sender,
+    SenderKind,
     Subscriber,
     SubscriberStatus,
 )
@@ -411,7 +412,9 @@ def _gate(
     for message in messages:
         subscriber = subscribers[message.subscriber_id]
         changed.append(message)
-        refusal = consent_refusal(message, subscriber)
+        refusal = consent_refusal(message, subscriber) or simulator_refusal(
+            message, senders.get(message.sender_id, default_sender)
+        )
         if message.expires_at is not None and message.expires_at <= now:
             _finish(message, MessageStatus.EXPIRED, now, "expired before it could be sent")
             report.expired += 1
@@ -525,6 +528,16 @@ def consent_refusal(message: OutboundMessage, subscriber: Subscriber) -> str:
         return "" if message.source in ANSWERS_TO_UNSUBSCRIBED else "unsubscribed"
     if message.kind == MessageKind.MARKETING and subscriber.status != SubscriberStatus.SUBSCRIBED:
         return f"not subscribed ({subscriber.status})"
+    return ""
+
+
+def simulator_refusal(message: OutboundMessage, sender: Sender) -> str:
+    """The phone simulator's numbers are texted through the sandbox only: a brand that tried
+    its flows on them, then connected Twilio, never texts whoever may own them."""
+    from messaging.simulator import TEST_NUMBER_SET  # the simulator drives the webhooks
+
+    if message.to in TEST_NUMBER_SET and sender.kind != SenderKind.SANDBOX:
+        return "a phone simulator number: texted through the sandbox only"
     return ""
 
 

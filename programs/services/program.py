@@ -296,7 +296,7 @@ STARTER_TIERS = [
 ]
 STARTER_REWARDS = [
     ("Free shipping", RewardKind.FREE_SHIPPING, 300, None),
-    ("$5 off", RewardKind.FIXED_AMOUNT, 500, "5.00"),
+    ("{five} off", RewardKind.FIXED_AMOUNT, 500, "5.00"),
     ("10% off", RewardKind.PERCENT_OFF, 1000, "10"),
 ]
 
@@ -311,9 +311,11 @@ class Starter:
 def program_starter_apply(*, tenant: Tenant, actor: User | None = None) -> Starter:
     """The starter tiers (on points earned over the calendar year) when the brand has none,
     and the starter rewards when it has none; what exists is left alone. Twice is once."""
-    Tenant.objects.select_for_update().get(pk=tenant.pk)  # a double click waits, then sees
+    # A double click waits, then sees (a no-key lock: the brand's other writes go on).
+    Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
     with tenant_scope(tenant):
-        has_tiers, has_rewards = Tier.objects.exists(), Reward.objects.exists()
+        has_tiers = Tier.objects.exists()
+        has_rewards = Reward.objects.filter(active=True).exists()
     tiers = [] if has_tiers else STARTER_TIERS
     rewards = [] if has_rewards else STARTER_REWARDS
     for name, threshold, multiplier, perks in tiers:
@@ -327,8 +329,15 @@ def program_starter_apply(*, tenant: Tenant, actor: User | None = None) -> Start
             perks=perks,
             actor=actor,
         )
+    currency = program_get(tenant).currency
+    five = "$5" if currency == "USD" else f"5 {currency}"
     for name, kind, cost, value in rewards:
         reward_create(
-            tenant=tenant, name=name, kind=kind, points_cost=cost, value=value, actor=actor
+            tenant=tenant,
+            name=name.format(five=five),
+            kind=kind,
+            points_cost=cost,
+            value=value,
+            actor=actor,
         )
     return Starter(tiers=len(tiers), rewards=len(rewards))

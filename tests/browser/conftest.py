@@ -36,7 +36,6 @@ from ..test_make_run import ROOT, database_url, free_port, server_connection
 CHROMIUM = "/usr/bin/chromium"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-SERVER_REDIS_DB = 14
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -93,16 +92,29 @@ def _flush_redis_db(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
 
 
-@pytest.fixture(scope="session")
+def free_redis_db(url: str) -> int:
+    """An empty database of the Redis server (the highest free number), so the server's
+    worker never takes another test's tasks and its flush never touches anyone's data."""
+    import redis
+
+    for db in range(15, 0, -1):
+        candidate = redis_url_with_db(url, db)
+        if redis.Redis.from_url(candidate).dbsize() == 0:
+            return db
+    raise RuntimeError(f"no empty Redis database on {url} for the browser tests' server")
+
+
+@pytest.fixture(scope="package")
 def app(tmp_path_factory, django_db_blocker) -> App:
+    # Per package: the server (gunicorn, a worker, beat) stops when the browser tests end,
+    # not at the end of the whole run.
     name = f"loyaltysms_browser_{uuid.uuid4().hex[:8]}"
     with django_db_blocker.unblock():
         admin = server_connection("postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
-    redis_url = redis_url_with_db(settings.REDIS_URL, SERVER_REDIS_DB)
-    _flush_redis_db(redis_url)
+    redis_url = redis_url_with_db(settings.REDIS_URL, free_redis_db(settings.REDIS_URL))
     port = free_port()
     log_path = tmp_path_factory.mktemp("app") / "serve.log"
     env = {

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from loyaltysms import exports
-from loyaltysms.models import Export, ExportStatus
+from loyaltysms.models import AuditEvent, Export, ExportStatus
 from loyaltysms.tenancy.context import tenant_scope
 from programs.services.imports import members_import_csv
 from programs.services.members import Birthday, member_upsert
@@ -159,15 +159,49 @@ def test_unknown_kinds_and_viewers_are_refused(alice_brand, vera):
     assert signed_in(vera).post(reverse("export_start", args=["members"])).status_code == 403
 
 
-def test_exports_are_kept_a_week(alice_brand, alice_client):
+def test_exports_are_kept_a_week_and_stuck_ones_fail(alice_brand, alice_client, charlie_brand):
     old = start(alice_client, "members")
+    exports.export_run(tenant=alice_brand.tenant, export_id=old.pk)
+    stuck = start(signed_in(charlie_brand.owner), "members")
+    now = timezone.now()
     Export.objects.unscoped().filter(pk=old.pk).update(
-        created_at=timezone.now() - timedelta(days=exports.EXPORT_KEPT_DAYS, minutes=1)
+        created_at=now - timedelta(days=exports.EXPORT_KEPT_DAYS, minutes=1)
     )
-    new = start(alice_client, "members")
-    exports.export_run(tenant=alice_brand.tenant, export_id=new.pk)
+    # Past its week it is gone for the page at once, before the purge has run.
+    assert alice_client.get(reverse("export_download", args=[old.pk])).status_code == 404
+    assert alice_client.get(reverse("export_detail", args=[old.pk])).status_code == 404
+    assert exports.exports_purge(now=now) == 1
+    assert not Export.objects.unscoped().filter(pk=old.pk).exists()
+    # A job never finished an hour on (its worker died, its task was lost) stops waiting.
+    assert exports.exports_purge(now=now + exports.STUCK_AFTER + timedelta(seconds=1)) == 0
+    stuck.refresh_from_db()
+    assert stuck.status == ExportStatus.FAILED
+    page = signed_in(charlie_brand.owner).get(reverse("export_detail", args=[stuck.pk]))
+    assert (
+        "stopped on an error" in page.content.decode() and "hx-trigger" not in page.content.decode()
+    )
+
+
+def test_a_second_click_reuses_the_export_under_way_and_each_is_audited(alice_brand, alice_client):
+    first = start(alice_client, "members", q="Ann")
+    assert start(alice_client, "members", q="Ann").pk == first.pk
+    assert start(alice_client, "members", q="Bo").pk != first.pk
+    exports.export_run(tenant=alice_brand.tenant, export_id=first.pk)
+    assert start(alice_client, "members", q="Ann").pk != first.pk  # done: a fresh one
     with tenant_scope(alice_brand.tenant):
-        assert list(Export.objects.values_list("pk", flat=True)) == [new.pk]
+        audits = list(AuditEvent.objects.filter(action="export.created").order_by("pk"))
+    assert len(audits) == 3
+    assert (audits[0].actor, audits[0].target, audits[0].detail) == (
+        alice_brand.owner,
+        "members",
+        {"q": "Ann"},
+    )
+
+
+def test_tags_are_formula_safe_too():
+    assert (
+        exports._cell(['=HYPERLINK("http://x","c")', "vip"]) == '\'=HYPERLINK("http://x","c");vip'
+    )
 
 
 def test_the_list_pages_export_what_they_show(alice_brand, alice_client, vera):

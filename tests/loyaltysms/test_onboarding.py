@@ -4,8 +4,7 @@ step is done through the real pages and services; this month's numbers; what nee
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -205,8 +204,10 @@ def test_home_shows_this_months_numbers_and_what_needs_attention(alice_brand, al
     assert cards["Delivery rate"]["value"] == "—"  # no marketing text yet
     assert b"1 flow in draft" in home.content
     assert b'id="analytics-daily"' in home.content
-    today = timezone.now().astimezone(ZoneInfo(tenant.timezone))
-    assert len(home.context["month"].daily["day"]) == today.day  # the 1st to today
+    month = home.context["month"]
+    today = (month.end - timedelta(days=1)).date()  # the page's own "today" in the zone
+    assert month.daily["day"][0] == today.replace(day=1).isoformat()
+    assert len(month.daily["day"]) == today.day  # the 1st to today
 
 
 def test_a_sender_with_a_long_queue_needs_attention(alice_brand):
@@ -263,3 +264,23 @@ def test_a_fields_help_and_errors_are_read_with_it(db):
         assert described, field
         for target in described.group(1).split():
             assert f'id="{target}"' in page, target
+
+
+def test_an_admin_can_put_the_checklist_away_and_bring_it_back(alice_brand, alice_client, bob):
+    assert b"Get set up" in alice_client.get(reverse("home")).content
+    assert signed_in(bob).post(reverse("setup_checklist_toggle"), {"hide": "1"}).status_code == 403
+    alice_client.post(reverse("setup_checklist_toggle"), {"hide": "1"})
+    home = alice_client.get(reverse("home"))
+    assert b"Get set up" not in home.content and home.context["checklist"] is None
+    assert b"Show the setup checklist" in home.content
+    alice_client.post(reverse("setup_checklist_toggle"), {"hide": "0"})
+    assert b"Get set up" in alice_client.get(reverse("home")).content
+
+
+def test_starter_rewards_speak_the_brands_currency(db):
+    client = Client()
+    sign_up(client)  # a GBP brand
+    client.post(reverse("setup_starter_program"))
+    tenant = Tenant.objects.get(name="Dana's Shop")
+    with tenant_scope(tenant):
+        assert "5 GBP off" in set(Reward.objects.values_list("name", flat=True))

@@ -11,11 +11,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from loyaltysms.tenancy.context import tenant_scope
-from messaging.models import MessageKind, OutboundMessage, Subscriber
+from messaging.models import MessageKind, MessageStatus, OutboundMessage, Subscriber
 from messaging.services.dispatch import dispatch_due, sending_settle_stale
 from messaging.services.outbound import message_create
 from messaging.services.setup import sender_connect_twilio
 from messaging.services.subscribers import Evidence, subscriber_opt_in
+from messaging.simulator import TEST_NUMBERS
 from tests.fake_twilio import FakeTwilio
 
 ACCOUNT = "AC" + "1f" * 16
@@ -201,6 +202,22 @@ def test_the_same_dedupe_key_is_one_text(alice_brand, twilio_sender, fake):
     dispatch_due()
     dispatch_due()
     assert len(fake.requests) == 1
+
+
+def test_the_simulators_numbers_never_reach_a_real_carrier(alice_brand, twilio_sender, fake):
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        tried = subscribed(tenant, TEST_NUMBERS[-1][0])  # tried in the simulator, then Twilio
+        real = subscribed(tenant)
+        to_tried = queue(tenant, tried, "tried")
+        to_real = queue(tenant, real, "real")
+    dispatch_due()
+    to_tried.refresh_from_db()
+    to_real.refresh_from_db()
+    assert to_tried.status == MessageStatus.SUPPRESSED
+    assert "phone simulator" in to_tried.status_reason
+    assert to_real.status == MessageStatus.SENT
+    assert [r.params["To"] for r in fake.requests] == [TO]
 
 
 def test_unsubscribed_and_pending_numbers_get_no_marketing(alice_brand, twilio_sender, fake):
