@@ -102,6 +102,10 @@ INSTALLED_APPS = [
     "messaging",
     "segments",
     "automations",
+    # Storefront integrations.
+    "storefront",
+    "shopify",
+    "hooks",
 ]
 
 MIDDLEWARE = [

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from automations.urls import dashboard_urlpatterns as automations_dashboard
+from hooks.urls import dashboard_urlpatterns as hooks_dashboard
 from loyaltysms import apis, errors, health, views
 from messaging.urls import api_urlpatterns as messaging_api
 from messaging.urls import dashboard_urlpatterns as messaging_dashboard
@@ -11,6 +12,10 @@ from messaging.urls import public_urlpatterns as messaging_public
 from programs.urls import api_urlpatterns as programs_api
 from programs.urls import dashboard_urlpatterns as programs_dashboard
 from segments.urls import dashboard_urlpatterns as segments_dashboard
+from shopify.urls import dashboard_urlpatterns as shopify_dashboard
+from shopify.urls import public_urlpatterns as shopify_public
+from storefront.urls import dashboard_urlpatterns as storefront_dashboard
+from storefront.urls import public_urlpatterns as storefront_public
 
 api_v1 = [
     path("tenant", apis.TenantDetailApi.as_view(), name="api_tenant"),
@@ -46,7 +51,12 @@ urlpatterns = [
     *messaging_dashboard,
     *segments_dashboard,
     *automations_dashboard,
+    *storefront_dashboard,
+    *shopify_dashboard,
+    *hooks_dashboard,
     *messaging_public,
+    *storefront_public,
+    *shopify_public,
     path("healthz", health.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api_schema"),

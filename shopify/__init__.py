@@ -1,0 +1,2 @@
+"""Shopify's webhooks (orders, refunds, customers), verified and mapped onto the same
+services as the REST API."""

@@ -1,0 +1,4 @@
+"""Routes of the storefront app: dashboard pages and public endpoints."""
+
+dashboard_urlpatterns: list = []
+public_urlpatterns: list = []
