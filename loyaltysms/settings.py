@@ -219,6 +219,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "loyaltysms.problems.problem_exception_handler",
+    # The storefront widget's public endpoints, per brand and visitor address.
+    "DEFAULT_THROTTLE_RATES": {
+        "widget_read": "120/min",
+        "widget_subscribe": "10/min",
+        "widget_redeem": "20/min",
+    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
