@@ -16,7 +16,7 @@ import pytest
 from django.urls import Resolver404, resolve, reverse
 from playwright.sync_api import Page, expect
 
-from .conftest import axe_violations, sign_in
+from .conftest import axe_violations, shot, sign_in
 
 SIZES = {"desktop": {"width": 1280, "height": 860}, "phone": {"width": 390, "height": 844}}
 
@@ -43,6 +43,16 @@ FIXED = {
     "api-keys": "settings_api_keys",
     "team": "settings_team",
     "activity": "settings_activity",
+    "widget-settings": "settings_widget",
+}
+# The README's pictures of the demo brand's main pages: (page id, size) -> file name.
+README_PAGES = {
+    ("home", "desktop"): "demo-home",
+    ("home", "phone"): "demo-home-phone",
+    ("analytics", "desktop"): "analytics",
+    ("campaign", "desktop"): "campaign-results",
+    ("flow", "desktop"): "flow-diagram",
+    ("member", "desktop"): "member",
 }
 # Page id -> (the page whose link leads there, the URL name of that link).
 FOLLOWED = {
@@ -85,6 +95,7 @@ PAGES = [
     "api-keys",
     "team",
     "activity",
+    "widget-settings",
 ]
 assert set(PAGES) == set(FIXED) | set(FOLLOWED)
 
@@ -234,6 +245,8 @@ def test_signed_in_page_is_accessible(signed_in, urls, name, size):
     no_sideways_scroll(page)
     if size == "phone":
         main_nav_reachable(page)
+    if (name, size) in README_PAGES:
+        shot(page, README_PAGES[name, size])
     watched.check_errors()
 
 
