@@ -19,8 +19,9 @@ from ..conftest import add_member, signed_in
 from .test_isolation import GET_ONLY, all_patterns, other_tenant_ids
 
 # Routes that aren't dashboard pages: the API (keys, tested in the API tests), the carrier's
-# webhooks (signatures), public links and documents, Django's admin.
-NOT_DASHBOARD_PREFIXES = ("api/", "webhooks/", "l/", "healthz", "admin/")
+# and Shopify's webhooks (signatures), the storefront widget (its publishable key), public
+# links and documents, Django's admin.
+NOT_DASHBOARD_PREFIXES = ("api/", "webhooks/", "widget/", "l/", "healthz", "admin/")
 # Dashboard routes anyone may reach signed out.
 PUBLIC = {"login", "logout", "signup", "invitation_accept"}
 # Routes whose path argument isn't an object id.

@@ -225,8 +225,18 @@ GET_ONLY = {
 
 # Routes with a path argument that is not an object id of a brand.
 # Unguessable tokens: an invitation (tested in test_dashboard) and a tracked link (public by
-# design; tests/messaging/test_links.py); what to export (always the current brand's).
-NOT_TENANT_IDS = {"invitation_accept", "short_link", "export_start"}
+# design; tests/messaging/test_links.py); what to export (always the current brand's); the
+# widget's publishable key, which is how its public endpoints find their brand
+# (tests/storefront/test_widget_api.py).
+NOT_TENANT_IDS = {
+    "invitation_accept",
+    "short_link",
+    "export_start",
+    "widget_config",
+    "widget_subscribe",
+    "widget_member",
+    "widget_redeem",
+}
 
 
 def all_patterns(resolver=None, prefix=""):
