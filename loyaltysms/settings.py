@@ -281,6 +281,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     # Exports hold personal data: deleted after their week; stuck ones marked failed.
     "purge-exports": {"task": "loyaltysms.tasks.purge_exports", "schedule": 60 * 60},
+    # Outgoing webhooks: new events fanned out to the brands' endpoints; due deliveries sent.
+    "hooks-tick": {"task": "hooks.tasks.hooks_tick", "schedule": 5},
 }
 CELERY_TIMEZONE = "UTC"
 

@@ -489,6 +489,7 @@ class EventKind(models.TextChoices):
     ORDER_PLACED = "order_placed"
     ORDER_REFUNDED = "order_refunded"
     SMS_SUBSCRIBED = "sms_subscribed"  # written by messaging: a number's subscription began
+    SMS_UNSUBSCRIBED = "sms_unsubscribed"  # written by messaging: a number's subscription ended
 
 
 class LoyaltyEvent(TenantOwnedModel):
@@ -500,7 +501,10 @@ class LoyaltyEvent(TenantOwnedModel):
     )
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField()
-    processed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)  # by the flow engine
+    # By the outgoing webhooks (hooks.services.fan_out): the event's deliveries exist. A marker
+    # of its own rather than a cursor on ids: transactions commit out of id order.
+    hooked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -508,6 +512,9 @@ class LoyaltyEvent(TenantOwnedModel):
                 fields=["tenant", "id"],
                 condition=Q(processed_at__isnull=True),
                 name="event_unprocessed",
+            ),
+            models.Index(
+                fields=["tenant", "id"], condition=Q(hooked_at__isnull=True), name="event_unhooked"
             ),
             models.Index(fields=["tenant", "member", "-id"], name="event_tenant_member"),
         ]

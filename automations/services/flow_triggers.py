@@ -1,7 +1,9 @@
 """What brings people into flows and takes them out: the programs outbox.
 
-Events are read in id order, a batch per transaction (`FOR UPDATE SKIP LOCKED`: two workers
-share the work, never an event), matched against the brand's live flows, and marked
+Events are read in id order, a batch per transaction, by one worker per brand at a time (an
+advisory lock), and locked FOR UPDATE — not SKIP LOCKED: the outgoing webhooks mark the same
+rows for a moment (hooks.services.fan_out), and skipping an event would act on a later one
+first — matched against the brand's live flows, and marked
 processed in the same transaction as the runs they start or end — so an event is acted on
 exactly once, and one a worker dies on is simply read again.
 
@@ -38,7 +40,7 @@ SELECT id, kind, member_id, payload, created_at FROM programs_loyaltyevent
 WHERE tenant_id = %s AND processed_at IS NULL
 ORDER BY id
 LIMIT %s
-FOR UPDATE SKIP LOCKED
+FOR UPDATE
 """
 BRAND_EVENTS_LOCK = "SELECT pg_try_advisory_xact_lock(7301, %s::int)"
 MARK_PROCESSED = """

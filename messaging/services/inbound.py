@@ -40,7 +40,7 @@ from messaging.services.subscribers import (
     subscriber_opt_in,
     subscriber_opt_out,
 )
-from programs.models import SmsStatus
+from programs.models import EventKind, SmsStatus
 
 INTENT_KIND = {
     Intent.OPT_OUT: InboundKind.OPT_OUT,
@@ -171,7 +171,8 @@ def _int(value) -> int:
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 # The whole of an opt-out by text, as subscriber_get_or_create, subscriber_opt_out (with
-# message_create for the confirmation) and _to_inbox write it, in ONE statement: a STOP
+# message_create for the confirmation, and its sms_unsubscribed outbox event) and _to_inbox
+# write it, in ONE statement: a STOP
 # costs one round trip and no ORM compilation. It acts only when the MessageSid is new and
 # the number is not unsubscribed already; otherwise it writes nothing and returns no row.
 #
@@ -251,6 +252,14 @@ WITH member AS (
     FROM subscriber
     WHERE m.tenant_id = %(tenant)s AND m.id = subscriber.member_id
         AND m.sms_status <> %(member_unsubscribed)s
+), event AS (
+    INSERT INTO programs_loyaltyevent (
+        tenant_id, member_id, kind, payload, created_at, processed_at, hooked_at
+    )
+    SELECT %(tenant)s, member_id, %(unsubscribed_event)s,
+        jsonb_build_object('subscriber_id', id, 'source', %(keyword_source)s::text), %(now)s,
+        NULL, NULL
+    FROM subscriber
 )
 SELECT subscriber.id, (SELECT id FROM inbound), (SELECT id FROM confirmation) FROM subscriber
 """
@@ -350,6 +359,7 @@ def opt_out_receive(
         "unsubscribed": SubscriberStatus.UNSUBSCRIBED.value,
         "inbound_kind": InboundKind.OPT_OUT.value,
         "member_unsubscribed": SmsStatus.UNSUBSCRIBED.value,
+        "unsubscribed_event": EventKind.SMS_UNSUBSCRIBED.value,  # the outbox, as _set_status
     }
     row = _opt_out_by_text(values)
     if row is None or row[1] is None:

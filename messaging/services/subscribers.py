@@ -172,7 +172,9 @@ def _report_to_member(subscriber: Subscriber, now: datetime) -> None:
         member_sms_status_update(member_id=subscriber.member_id, status=status, now=now)
 
 
-def _set_status(subscriber: Subscriber, status: str, now: datetime) -> None:
+def _set_status(
+    subscriber: Subscriber, status: str, now: datetime, source: str | None = None
+) -> None:
     subscriber.status = status
     fields = ["status", "updated_at"]
     if status == SubscriberStatus.PENDING:
@@ -188,13 +190,17 @@ def _set_status(subscriber: Subscriber, status: str, now: datetime) -> None:
         fields += ["unsubscribed_at", "pending_since"]
     subscriber.save(update_fields=fields)
     _report_to_member(subscriber, now)
-    if status == SubscriberStatus.SUBSCRIBED:
-        # The outbox event flows start from (welcome series, join invites).
+    if status in (SubscriberStatus.SUBSCRIBED, SubscriberStatus.UNSUBSCRIBED):
+        # The outbox events flows start from (welcome series, join invites) and the brand's
+        # webhooks report; `source`: where the change came from (the subscription's source
+        # unless the caller names another, as an opt-out does).
         LoyaltyEvent.objects.create(
             tenant_id=subscriber.tenant_id,
             member_id=subscriber.member_id,
-            kind=EventKind.SMS_SUBSCRIBED,
-            payload={"subscriber_id": subscriber.pk, "source": subscriber.source},
+            kind=EventKind.SMS_SUBSCRIBED
+            if status == SubscriberStatus.SUBSCRIBED
+            else EventKind.SMS_UNSUBSCRIBED,
+            payload={"subscriber_id": subscriber.pk, "source": source or subscriber.source},
             created_at=now,
         )
 
@@ -293,7 +299,7 @@ def subscriber_opt_out(
         settings = messaging_settings_get(tenant)
         text = opt_out_confirmation_text(brand_name(tenant, settings)) if confirm else ""
         record = _record(subscriber, ConsentAction.OPT_OUT, evidence, now, text)
-        _set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, now)
+        _set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, now, source=evidence.source)
         if text:
             _text(tenant, subscriber, text, source="opt_out", ref=record.pk, now=now)
         return subscriber

@@ -12,6 +12,7 @@ from loyaltysms.models import ApiKey, Membership, Role
 from loyaltysms.tenancy.context import tenant_scope
 
 from ..conftest import add_member, api_client, signed_in
+from ..hooks.ids import webhook_route_ids
 
 
 def other_tenant_ids(brand) -> dict[str, dict]:
@@ -130,6 +131,7 @@ def other_tenant_ids(brand) -> dict[str, dict]:
         "member_role": {"membership_id": membership.pk},
         "member_remove": {"membership_id": membership.pk},
         "invitation_revoke": {"invitation_id": invitation.pk},
+        **webhook_route_ids(brand),  # tests/hooks/ids.py
     }
 
 
