@@ -206,6 +206,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# The most SMS sign-ups (each one a "Reply Y" text) one brand's widget starts in an hour.
+WIDGET_SIGNUPS_PER_HOUR = int(os.environ.get("WIDGET_SIGNUPS_PER_HOUR", "300"))
 # Anyone may sign up and create a brand; SIGNUP_OPEN=0 leaves joining by invitation only.
 SIGNUP_OPEN = env_bool("SIGNUP_OPEN", default=True)
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -219,6 +221,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "loyaltysms.problems.problem_exception_handler",
+    # The visitor's address: REMOTE_ADDR, or the address NUM_PROXIES trusted proxies (e.g. 1
+    # behind one load balancer) put in X-Forwarded-For; never a header a client can forge.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
     # The storefront widget's public endpoints, per brand and visitor address.
     "DEFAULT_THROTTLE_RATES": {
         "widget_read": "120/min",

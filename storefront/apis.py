@@ -13,6 +13,11 @@ address and brand. Errors are application/problem+json, like the REST API.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
+from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -20,7 +25,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from loyaltysms.tenancy.context import activate
-from messaging.models import ConsentSource
+from messaging.models import ConsentSource, Subscriber, SubscriberStatus
 from messaging.services.setup import brand_name, messaging_settings_get
 from messaging.services.subscribers import Evidence, subscriber_opt_in
 from programs import selectors as program_selectors
@@ -32,6 +37,8 @@ from programs.services.rewards import redemption_create
 from storefront.services import customer_verified, widget_by_key
 
 RECENT_REDEMPTIONS = 5
+# A number asked to confirm isn't asked again for this long, however often it is entered.
+CONFIRMATION_AGAIN_AFTER = timedelta(hours=24)
 CORS_METHODS = "GET, POST, OPTIONS"
 
 
@@ -90,12 +97,17 @@ class WidgetApi(APIView):
     def options(self, request, *args, **kwargs):
         return Response(status=status.HTTP_204_NO_CONTENT)  # the CORS preflight
 
+    def get_throttles(self):
+        # A preflight is the browser's, not a use: it mustn't spend the visitor's quota.
+        return [] if self.request.method == "OPTIONS" else super().get_throttles()
+
     @property
     def tenant(self):
         return self.widget.tenant
 
-    def signed_member(self, data) -> Member:
-        """The customer the store's server signed, as a member; 401 for a bad signature."""
+    def signed_customer(self, data) -> tuple[str, Member | None]:
+        """The customer the store's server signed, and their membership (None when they
+        aren't a member yet); 401 for a missing, wrong or stale signature."""
         customer = str(data.get("customer") or "")[:255]
         if not customer_verified(
             self.widget,
@@ -105,7 +117,8 @@ class WidgetApi(APIView):
             timezone.now(),
         ):
             raise CustomerNotVerified()
-        return program_selectors.get_member(self.tenant, customer)
+        member = Member.objects.filter(tenant=self.tenant, external_id=customer).first()
+        return customer, member
 
 
 def _rewards(tenant) -> list[dict]:
@@ -162,6 +175,15 @@ class SubscribeSerializer(serializers.Serializer):
 class WidgetSubscribeApi(WidgetApi):
     throttle_scope = "widget_subscribe"
 
+    def brand_signups_allowed(self) -> None:
+        """At most WIDGET_SIGNUPS_PER_HOUR sign-ups a brand's widget starts (each one texts a
+        number at the brand's cost), whatever the visitors' addresses."""
+        hour = int(time.time() // 3600)
+        key = f"widget:signups:{self.widget.pk}:{hour}"
+        cache.add(key, 0, timeout=3600)
+        if cache.incr(key) > django_settings.WIDGET_SIGNUPS_PER_HOUR:
+            raise exceptions.Throttled(wait=3600 - time.time() % 3600)
+
     def post(self, request, key: str):
         serializer = SubscribeSerializer(data=request.data, context={"tenant": self.tenant})
         serializer.is_valid(raise_exception=True)
@@ -173,23 +195,35 @@ class WidgetSubscribeApi(WidgetApi):
             )
         member = None
         if data["customer"]:
-            member = self.signed_member(data)
-        subscriber_opt_in(
-            tenant=self.tenant,
-            phone=data["phone"],
-            evidence=Evidence(
-                source=ConsentSource.LOYALTY_PAGE,
-                disclosure_text=settings.disclosure_text,  # exactly what the widget showed
-                disclosure_version=str(settings.disclosure_version),
-                page_url=data["page_url"] or request.headers.get("Origin", ""),
-                ip=request.META.get("REMOTE_ADDR"),
-                user_agent=request.headers.get("User-Agent", "")[:500],
-                extra={"widget": self.widget.publishable_key},
-            ),
-            now=timezone.now(),
-            double_opt_in=True,  # the key is public: the number's owner confirms by text
-            member=member,
+            _customer, member = self.signed_customer(data)
+        now = timezone.now()
+        existing = Subscriber.objects.filter(tenant=self.tenant, phone=data["phone"]).first()
+        if existing is not None and existing.member_id not in (None, getattr(member, "pk", None)):
+            member = None  # the number is another member's: a sign-up never re-links it
+        asked_lately = (
+            existing is not None
+            and existing.status == SubscriberStatus.PENDING
+            and existing.pending_since is not None
+            and existing.pending_since > now - CONFIRMATION_AGAIN_AFTER
         )
+        if not asked_lately:  # one "Reply Y" a day at most: the widget can't pump texts
+            self.brand_signups_allowed()
+            subscriber_opt_in(
+                tenant=self.tenant,
+                phone=data["phone"],
+                evidence=Evidence(
+                    source=ConsentSource.LOYALTY_PAGE,
+                    disclosure_text=settings.disclosure_text,  # exactly what the widget showed
+                    disclosure_version=str(settings.disclosure_version),
+                    page_url=data["page_url"] or request.headers.get("Origin", ""),
+                    ip=WidgetThrottle().get_ident(request),
+                    user_agent=request.headers.get("User-Agent", "")[:500],
+                    extra={"widget": self.widget.publishable_key},
+                ),
+                now=now,
+                double_opt_in=True,  # the key is public: the number's owner confirms by text
+                member=member,
+            )
         # The same answer whatever the number's state: the widget never tells a visitor
         # whether some number is subscribed.
         return Response(
@@ -199,8 +233,11 @@ class WidgetSubscribeApi(WidgetApi):
 
 
 class WidgetMemberApi(WidgetApi):
-    def get(self, request, key: str):
-        member = self.signed_member(request.query_params)
+    # POST: the signature rides in the body, not in a URL that access logs keep.
+    def post(self, request, key: str):
+        _customer, member = self.signed_customer(request.data)
+        if member is None:
+            raise exceptions.NotFound("This customer isn't a member yet.")
         now = timezone.now()
         body = member_body(self.tenant, member, now)
         redemptions = (
@@ -246,7 +283,9 @@ class WidgetRedeemApi(WidgetApi):
     def post(self, request, key: str):
         serializer = RedeemSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        member = self.signed_member(serializer.validated_data)
+        _customer, member = self.signed_customer(serializer.validated_data)
+        if member is None:
+            raise exceptions.NotFound("This customer isn't a member yet.")
         reward = program_selectors.get_reward(self.tenant, serializer.validated_data["reward_id"])
         now = timezone.now()
         redemption = redemption_create(member=member, reward=reward, now=now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -27,6 +28,10 @@ from storefront.models import Widget
 KEY_PREFIX = "pk_"
 SECRET_PREFIX = "wsk_"  # noqa: S105 - a prefix, not a secret
 SIGNATURE_MAX_AGE = timedelta(hours=24)
+# A store's clock may run a little ahead of ours; a signature from further ahead is refused.
+SIGNATURE_CLOCK_SKEW = timedelta(minutes=5)
+KEY_SHAPE = re.compile(r"pk_[A-Za-z0-9_-]{1,37}")
+SIGNATURE_SHAPE = re.compile(r"[0-9a-f]{64}")
 MAX_ORIGINS = 20
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
@@ -50,7 +55,7 @@ def widget_get(tenant: Tenant) -> Widget:
 def widget_by_key(key: str) -> Widget | None:
     """The widget of a publishable key, across brands (the key is how a request finds its
     brand); None for an unknown key or a disabled widget."""
-    if not key.startswith(KEY_PREFIX) or len(key) > 40:
+    if not KEY_SHAPE.fullmatch(key):
         return None
     return (
         Widget.objects.unscoped()
@@ -132,11 +137,15 @@ def customer_signature(secret: str, customer: str, ts: int) -> str:
 
 
 def customer_verified(widget: Widget, customer: str, ts: str, signature: str, now: datetime):
-    """Is this the store's signature for this customer, made within SIGNATURE_MAX_AGE?"""
-    if not customer or not signature or not ts.isascii() or not ts.isdecimal() or len(ts) > 12:
+    """Is this the store's signature for this customer, made within SIGNATURE_MAX_AGE (and
+    not from further ahead than SIGNATURE_CLOCK_SKEW)?"""
+    signature = signature.lower()
+    if not customer or not SIGNATURE_SHAPE.fullmatch(signature):
         return False
-    age = abs(now.timestamp() - int(ts))
-    if age > SIGNATURE_MAX_AGE.total_seconds():
+    if not re.fullmatch(r"[0-9]{1,12}", ts):
+        return False
+    age = now.timestamp() - int(ts)
+    if age > SIGNATURE_MAX_AGE.total_seconds() or age < -SIGNATURE_CLOCK_SKEW.total_seconds():
         return False
     expected = customer_signature(decrypt(widget.signing_secret_encrypted), customer, int(ts))
-    return hmac.compare_digest(expected, signature.lower())
+    return hmac.compare_digest(expected.encode(), signature.encode())

@@ -169,7 +169,9 @@
       el("label", { for: id + "-phone", text: "Mobile number" }),
       phone,
       consent,
-      links.length ? el("p", {}, links) : null,
+      links.length ? el("p", {}, links.reduce(function (all, link, i) {
+        return i ? all.concat([document.createTextNode(" · "), link]) : [link];
+      }, [])) : null,
       button,
       status,
     ]);
@@ -214,9 +216,7 @@
         box.replaceChildren(heading, signUpPart(c));
         return;
       }
-      var query = "?customer=" + encodeURIComponent(who.customer) + "&ts=" + encodeURIComponent(who.ts) +
-        "&signature=" + encodeURIComponent(who.signature);
-      api("/member" + query).then(function (member) {
+      post("/member", who).then(function (member) {
         var parts = [heading];
         if (member.ok) {
           parts.push(memberPart(c, member.body));

@@ -206,7 +206,7 @@ def test_a_signed_customer_reads_their_points_and_redeems(widget, store, alice_a
     ).json()
     earn(alice_api, "cust-7", 150)
     me = signed(widget, "cust-7")
-    body = store.get("widget_member", **me).json()
+    body = store.post("widget_member", me).json()
     assert body["points_balance"] == 150
     assert body["rewards"] == [
         {
@@ -221,7 +221,7 @@ def test_a_signed_customer_reads_their_points_and_redeems(widget, store, alice_a
     assert redeemed.status_code == 201
     assert redeemed.json()["points_balance"] == 50 and redeemed.json()["code"]
     assert_problem(store.post("widget_redeem", {**me, "reward_id": reward["id"]}), 409)  # short
-    after = store.get("widget_member", **me).json()
+    after = store.post("widget_member", me).json()
     assert after["points_balance"] == 50
     assert after["redemptions"][0]["code"] == redeemed.json()["code"]
 
@@ -230,15 +230,15 @@ def test_a_page_can_read_no_other_customer(widget, store, alice_api):
     earn(alice_api, "cust-7", 150)
     earn(alice_api, "cust-8", 900)
     mine = signed(widget, "cust-7")
-    assert_problem(store.get("widget_member", **{**mine, "customer": "cust-8"}), 401)
-    assert_problem(store.get("widget_member", customer="cust-8"), 401)  # no signature
-    assert_problem(store.get("widget_member", **signed(widget, "cust-7", age=25 * 3600)), 401)
+    assert_problem(store.post("widget_member", {**mine, "customer": "cust-8"}), 401)
+    assert_problem(store.post("widget_member", {"customer": "cust-8"}), 401)  # no signature
+    assert_problem(store.post("widget_member", signed(widget, "cust-7", age=25 * 3600)), 401)
     forged = {**mine, "signature": customer_signature("wsk_guess", "cust-8", int(mine["ts"]))}
-    assert_problem(store.get("widget_member", **{**forged, "customer": "cust-8"}), 401)
+    assert_problem(store.post("widget_member", {**forged, "customer": "cust-8"}), 401)
     assert_problem(store.post("widget_redeem", {**mine, "customer": "cust-8", "reward_id": 1}), 401)
     # A rolled secret ends the old signatures at once.
     widget_secret_roll(widget=widget)
-    assert_problem(store.get("widget_member", **mine), 401)
+    assert_problem(store.post("widget_member", mine), 401)
 
 
 def test_another_brands_members_and_rewards_are_out_of_reach(widget, store, charlie_api, alice_api):
@@ -246,7 +246,7 @@ def test_another_brands_members_and_rewards_are_out_of_reach(widget, store, char
         "rewards", {"name": "Latte", "kind": "custom", "points_cost": 10, "value": "x"}
     ).json()
     earn(charlie_api, "cust-9", 500)
-    assert_problem(store.get("widget_member", **signed(widget, "cust-9")), 404)
+    assert_problem(store.post("widget_member", signed(widget, "cust-9")), 404)
     earn(alice_api, "cust-7", 500)
     redeem = store.post(
         "widget_redeem", {**signed(widget, "cust-7"), "reward_id": charlie_reward["id"]}
@@ -300,3 +300,100 @@ def test_the_settings_page(alice_brand, alice_client, vera):
     with tenant_scope(alice_brand.tenant):
         actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"widget.updated", "widget.secret_rolled"} <= actions
+
+
+def test_a_forged_forwarded_for_gets_no_fresh_quota_and_a_number_is_asked_once_a_day(
+    store, alice_brand
+):
+    cache.clear()
+    version = messaging_settings_get(alice_brand.tenant).disclosure_version
+    body = {"phone": "+12125550131", "consent": True, "disclosure_version": version}
+    answers = []
+    for n in range(12):
+        store.headers["X-Forwarded-For"] = f"203.0.113.{n}"
+        answers.append(store.post("widget_subscribe", body).status_code)
+    assert answers == [202] * 10 + [429] * 2  # one visitor, whatever the header says
+    with tenant_scope(alice_brand.tenant):
+        texts = OutboundMessage.objects.filter(to="+12125550131").count()
+        record = ConsentRecord.objects.get()
+    assert texts == 1  # the number was asked once
+    assert record.ip == "127.0.0.1"
+
+
+def test_a_brands_sign_ups_are_capped_per_hour(store, alice_brand, settings):
+    cache.clear()
+    settings.WIDGET_SIGNUPS_PER_HOUR = 3
+    version = messaging_settings_get(alice_brand.tenant).disclosure_version
+    answers = [
+        store.post(
+            "widget_subscribe",
+            {"phone": f"+1212555014{n}", "consent": True, "disclosure_version": version},
+        ).status_code
+        for n in range(4)
+    ]
+    assert answers == [202, 202, 202, 429]
+
+
+def test_a_sign_up_never_takes_another_members_number(widget, store, alice_api, alice_brand):
+    from django.utils import timezone
+
+    from programs.models import Member
+
+    earn(alice_api, "victim", 10)
+    earn(alice_api, "mallory", 10)
+    with tenant_scope(alice_brand.tenant):
+        victim = Member.objects.get(external_id="victim")
+    subscriber_opt_in(
+        tenant=alice_brand.tenant,
+        phone="+12125550150",
+        evidence=Evidence(source="checkout"),
+        now=timezone.now(),
+        member=victim,
+        double_opt_in=False,
+        send_confirmation=False,
+    )
+    version = messaging_settings_get(alice_brand.tenant).disclosure_version
+    response = store.post(
+        "widget_subscribe",
+        {"phone": "+12125550150", "consent": True, "disclosure_version": version}
+        | signed(widget, "mallory"),
+    )
+    assert response.status_code == 202
+    with tenant_scope(alice_brand.tenant):
+        assert Subscriber.objects.get(phone="+12125550150").member_id == victim.pk
+
+
+def test_a_signed_customer_who_isnt_a_member_yet_can_sign_up(widget, store, alice_brand):
+    version = messaging_settings_get(alice_brand.tenant).disclosure_version
+    me = signed(widget, "newcust")
+    assert_problem(store.post("widget_member", me), 404)
+    body = {"phone": "+12125550160", "consent": True, "disclosure_version": version} | me
+    assert store.post("widget_subscribe", body).status_code == 202
+
+
+@pytest.mark.parametrize("signature", ["é" * 64, "\x00", "zz", "A" * 64 + "!", "0" * 63, "00" * 40])
+def test_odd_signatures_are_401_never_a_500(widget, store, signature):
+    me = {**signed(widget, "cust-7"), "signature": signature}
+    assert_problem(store.post("widget_member", me), 401)
+    assert store.post("widget_redeem", {**me, "reward_id": 1}).status_code in (400, 401)
+
+
+def test_a_signature_from_the_future_is_refused(widget, store, alice_api):
+    earn(alice_api, "cust-7", 10)
+    assert store.post("widget_member", signed(widget, "cust-7", age=-120)).status_code == 200
+    assert_problem(store.post("widget_member", signed(widget, "cust-7", age=-3600)), 401)
+
+
+@pytest.mark.parametrize("key", ["pk_%00abc", "pk_" + "a" * 60, "pk_é", "pk_a.b"])
+def test_odd_keys_are_404_never_a_500(key):
+    assert Client().get(f"/widget/v1/{key}/config").status_code == 404
+
+
+def test_preflights_dont_spend_the_sign_up_quota(store, alice_brand):
+    cache.clear()
+    for _ in range(12):
+        preflight = store.client.options(store.url("widget_subscribe"), headers=store.headers)
+        assert preflight.status_code == 204
+    version = messaging_settings_get(alice_brand.tenant).disclosure_version
+    body = {"phone": "+12125550170", "consent": True, "disclosure_version": version}
+    assert store.post("widget_subscribe", body).status_code == 202
