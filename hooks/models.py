@@ -8,9 +8,11 @@ were written, one at a time per endpoint (hooks.services.delivery).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from urllib.parse import urlsplit
 
+from django.conf import settings as django_settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -35,14 +37,28 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1"}
 
 
 def validate_endpoint_url(value: str) -> None:
-    """https only, but for a receiver on this machine (development, tests)."""
+    """https to a public address. With HOOKS_ALLOW_PRIVATE_URLS (development, tests), also
+    http://localhost and private addresses; the sender checks the resolved address again."""
     parts = urlsplit(value)
     host = (parts.hostname or "").lower()
     if not host:
         raise ValidationError("Enter a full URL, like https://example.com/hooks/loyalty.")
-    if parts.scheme == "https" or (parts.scheme == "http" and host in LOCAL_HOSTS):
-        return
-    raise ValidationError("Use an https:// URL (http:// only for localhost).")
+    if django_settings.HOOKS_ALLOW_PRIVATE_URLS:
+        if parts.scheme == "https" or (parts.scheme == "http" and host in LOCAL_HOSTS):
+            return
+        raise ValidationError("Use an https:// URL (http:// only for localhost).")
+    if parts.scheme != "https":
+        raise ValidationError("Use an https:// URL.")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if (
+        host in LOCAL_HOSTS
+        or host.endswith((".local", ".internal", ".localhost"))
+        or (address is not None and not address.is_global)
+    ):
+        raise ValidationError("The URL must reach a public address, not this network's own.")
 
 
 def validate_events(value: list[str]) -> None:

@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from hooks.models import WebhookEndpoint
-from hooks.services.delivery import deliveries_send, endpoints_due
+from hooks.services.delivery import deliveries_purge, deliveries_send, endpoints_due
 from hooks.services.fan_out import (
     events_fan_out,
     events_mark_without_endpoints,
@@ -35,7 +35,7 @@ def _wake(task, key: str, *args) -> bool:
     return False
 
 
-@tenant_task(queue=Queue.WEBHOOKS)
+@tenant_task(queue=Queue.HOOKS)
 def hooks_fan_out(tenant: Tenant) -> int:
     """The brand's new outbox events written as deliveries; then its endpoints woken."""
     cache.delete(_key("fan-out", tenant.pk))
@@ -46,7 +46,7 @@ def hooks_fan_out(tenant: Tenant) -> int:
     return fanned
 
 
-@tenant_task(queue=Queue.WEBHOOKS)
+@tenant_task(queue=Queue.HOOKS)
 def hooks_deliver(tenant: Tenant, endpoint_id: int) -> dict:
     """The endpoint's due deliveries sent, until none is due or the time is up (then a fresh
     task carries on)."""
@@ -59,7 +59,7 @@ def hooks_deliver(tenant: Tenant, endpoint_id: int) -> dict:
     return vars(sent)
 
 
-@shared_task(route_queue=Queue.WEBHOOKS.value)
+@shared_task(route_queue=Queue.HOOKS.value)
 def hooks_tick() -> dict:
     """Beat's entry (every 5 s): events of brands without endpoints marked; a fan-out task
     per brand with new events; a delivery task per endpoint with deliveries due (retries
@@ -75,3 +75,9 @@ def hooks_tick() -> dict:
         for tenant_id, endpoint_id in endpoints_due(now)
     )
     return {"marked": marked, "fan_outs": fan_outs, "deliveries": deliveries}
+
+
+@shared_task(route_queue=Queue.HOOKS.value)
+def hooks_purge() -> int:
+    """Beat's entry (hourly): settled deliveries past their keeping time deleted."""
+    return deliveries_purge(now=timezone.now())

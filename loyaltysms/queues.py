@@ -9,3 +9,4 @@ class Queue(StrEnum):
     DISPATCH = "dispatch"  # outbound SMS to the carrier
     WEBHOOKS = "webhooks"  # inbound texts and delivery receipts
     SCANS = "scans"  # daily/hourly set-based scans over all tenants
+    HOOKS = "hooks"  # outgoing webhooks: other people's servers, slow or down at times

@@ -206,6 +206,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# Outgoing webhooks may go to localhost and private addresses (development and tests only:
+# in production a brand's endpoint must not reach this network's own services).
+HOOKS_ALLOW_PRIVATE_URLS = env_bool("HOOKS_ALLOW_PRIVATE_URLS", default=DEBUG)
 # The most SMS sign-ups (each one a "Reply Y" text) one brand's widget starts in an hour.
 WIDGET_SIGNUPS_PER_HOUR = int(os.environ.get("WIDGET_SIGNUPS_PER_HOUR", "300"))
 # Anyone may sign up and create a brand; SIGNUP_OPEN=0 leaves joining by invitation only.
@@ -288,6 +291,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "purge-exports": {"task": "loyaltysms.tasks.purge_exports", "schedule": 60 * 60},
     # Outgoing webhooks: new events fanned out to the brands' endpoints; due deliveries sent.
     "hooks-tick": {"task": "hooks.tasks.hooks_tick", "schedule": 5},
+    # Deliveries hold personal data: delivered ones kept 30 days, failed ones 90.
+    "hooks-purge": {"task": "hooks.tasks.hooks_purge", "schedule": 60 * 60},
 }
 CELERY_TIMEZONE = "UTC"
 

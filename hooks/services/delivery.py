@@ -26,15 +26,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import aiohttp
+from django.conf import settings as django_settings
 from django.db import connection, transaction
+from django.db.models import Q
 
 from hooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from hooks.services.endpoints import endpoint_secret
@@ -63,6 +67,7 @@ ORDER BY d.next_attempt_at, d.id
 LIMIT %(batch)s
 FOR UPDATE SKIP LOCKED
 """
+ENDPOINT_LOCK = "SELECT pg_try_advisory_xact_lock(7411, %s::int)"
 # WARNING: every tenant's pending deliveries (a small partial index), to find whom to wake.
 ENDPOINTS_DUE = """
 SELECT DISTINCT d.tenant_id, d.endpoint_id FROM hooks_webhookdelivery d
@@ -123,14 +128,42 @@ def request_for(delivery: WebhookDelivery, url: str, secret: str, now: datetime)
     )
 
 
+class PublicOnlyResolver(aiohttp.ThreadedResolver):
+    """Resolves only to public addresses: an endpoint's host name can't reach this network's
+    own services (loopback, private, link-local…), even by changing its DNS after it was
+    checked — the connection goes to the address checked here."""
+
+    async def resolve(self, host: str, port: int = 0, family=0):
+        found = await super().resolve(host, port, family)
+        public = [info for info in found if address_allowed(info["host"])]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
+
+
+def address_allowed(address: str) -> bool:
+    if django_settings.HOOKS_ALLOW_PRIVATE_URLS:
+        return True
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_global
+    except ValueError:
+        return False
+
+
 async def _post_all(requests: list[Request]) -> list[Outcome]:
     timeout = aiohttp.ClientTimeout(total=TOTAL_TIMEOUT, connect=CONNECT_TIMEOUT)
+    connector = aiohttp.TCPConnector(resolver=PublicOnlyResolver())
     # A session per batch: its connections are reused within the batch (one endpoint).
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, trust_env=False, connector=connector
+    ) as session:
         return list(await asyncio.gather(*(_post(session, r) for r in requests)))
 
 
 async def _post(session: aiohttp.ClientSession, request: Request) -> Outcome:
+    host = urlsplit(request.url).hostname or ""
+    if _is_ip(host) and not address_allowed(host):  # an address skips the resolver
+        return Outcome(request.delivery_id, None, f"{host} is not a public address")
     try:
         async with session.post(
             request.url, data=request.body, headers=request.headers, allow_redirects=False
@@ -142,8 +175,18 @@ async def _post(session: aiohttp.ClientSession, request: Request) -> Outcome:
             return Outcome(request.delivery_id, response.status, error[:200])
     except TimeoutError:
         return Outcome(request.delivery_id, None, "Timed out")
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         return Outcome(request.delivery_id, None, f"{type(exc).__name__}: {exc}"[:200])
+    except Exception as exc:  # one odd receiver never rolls back its batch's other outcomes
+        return Outcome(request.delivery_id, None, f"{type(exc).__name__}"[:200])
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def post_all(requests: list[Request]) -> list[Outcome]:
@@ -197,6 +240,10 @@ def _send_batch(
         if endpoint is None:
             return 0
         with connection.cursor() as cursor:
+            # One sender per endpoint: a slow receiver holds one worker, not every one.
+            cursor.execute(ENDPOINT_LOCK, [endpoint.pk])
+            if not cursor.fetchone()[0]:
+                return 0
             cursor.execute(
                 CLAIM_DUE,
                 {"tenant": tenant.pk, "endpoint": endpoint.pk, "now": now, "batch": batch},
@@ -257,3 +304,24 @@ def endpoints_due(now: datetime) -> list[tuple[int, int]]:
     with connection.cursor() as cursor:
         cursor.execute(ENDPOINTS_DUE, [now])
         return cursor.fetchall()
+
+
+# Deliveries carry members' names, emails and numbers: kept as long as the log is useful.
+KEEP_DELIVERED = timedelta(days=30)
+KEEP_SETTLED = timedelta(days=90)  # failed or canceled: longer, for investigating
+
+
+def deliveries_purge(*, now: datetime) -> int:
+    """Every brand's settled deliveries past their keeping time deleted (pending ones stay)."""
+    deleted, _ = (
+        WebhookDelivery.objects.unscoped()
+        .filter(
+            Q(status=DeliveryStatus.DELIVERED, created_at__lt=now - KEEP_DELIVERED)
+            | Q(
+                status__in=[DeliveryStatus.FAILED, DeliveryStatus.CANCELED],
+                created_at__lt=now - KEEP_SETTLED,
+            )
+        )
+        .delete()
+    )
+    return deleted

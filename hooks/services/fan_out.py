@@ -8,12 +8,13 @@ conditional UPDATE (`hooked_at IS NULL`); if it marks fewer rows than were read,
 worker got there first and the whole batch — its deliveries with it — rolls back. So an
 event is fanned out exactly once, and one a worker dies on is simply read again.
 
-Why not `FOR UPDATE SKIP LOCKED` on the read, as the flow engine does: the flow engine locks
-the same rows while it acts on them, and skipping those would fan a member's later event
-out before an earlier one. A plain read never skips; the rows are locked only from the
-marking UPDATE to the commit (it waits for a flow batch holding them, never the other way
-round, so the two can't deadlock). `hooked_at` is this app's own marker, independent of the
-flow engine's `processed_at`: neither waits for the other's progress.
+Why not `FOR UPDATE SKIP LOCKED` on the read: the flow engine locks the same rows while it
+acts on them, and skipping those would fan a member's later event out before an earlier one.
+A plain read never skips; the rows are locked only from the marking to the commit. The flow
+engine's claim waits for them too (plain FOR UPDATE, automations/services/flow_triggers.py),
+and both lock in id order, so they wait for each other but never deadlock. `hooked_at` is
+this app's own marker, independent of the flow engine's `processed_at`: neither waits for
+the other's progress.
 
 Events of brands without an active endpoint are marked in bulk, so the partial index of
 unmarked events (event_unhooked) stays small. An endpoint receives the events committed
@@ -44,9 +45,16 @@ WHERE tenant_id = %s AND hooked_at IS NULL
 ORDER BY id
 LIMIT %s
 """
+# Locked in id order, as the flow engine's claim locks them (FOR UPDATE … ORDER BY id): two
+# transactions taking the same events in one order can wait on each other but never deadlock.
 MARK_HOOKED = """
-UPDATE programs_loyaltyevent SET hooked_at = %s
-WHERE tenant_id = %s AND id = ANY(%s) AND hooked_at IS NULL
+WITH locked AS (
+    SELECT id FROM programs_loyaltyevent
+    WHERE tenant_id = %s AND id = ANY(%s) AND hooked_at IS NULL
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE programs_loyaltyevent e SET hooked_at = %s FROM locked WHERE e.id = locked.id
 """
 
 
@@ -62,9 +70,12 @@ NUMBERS = "SELECT id, phone FROM messaging_subscriber WHERE tenant_id = %s AND i
 
 # WARNING: every tenant's unmarked events (the small partial index event_unhooked).
 TENANTS_WITH_UNHOOKED = """
-SELECT DISTINCT e.tenant_id, EXISTS (
-    SELECT FROM hooks_webhookendpoint ep WHERE ep.tenant_id = e.tenant_id AND ep.active
-) FROM programs_loyaltyevent e WHERE e.hooked_at IS NULL
+SELECT t.id, EXISTS (
+    SELECT FROM hooks_webhookendpoint ep WHERE ep.tenant_id = t.id AND ep.active
+) FROM loyaltysms_tenant t
+WHERE EXISTS (
+    SELECT FROM programs_loyaltyevent e WHERE e.tenant_id = t.id AND e.hooked_at IS NULL
+)
 """
 # WARNING: every tenant's. Events of brands with no active endpoint, marked without
 # deliveries; the endpoint check is in the same statement (see the module's docstring).
@@ -169,7 +180,7 @@ def _fan_out_batch(tenant: Tenant, now: datetime, batch: int) -> int | None:
         # is always seen with it.
         endpoints = list(WebhookEndpoint.objects.filter(active=True).only("id", "events"))
         WebhookDelivery.objects.bulk_create(_deliveries(tenant, endpoints, events, now))
-        cursor.execute(MARK_HOOKED, [now, tenant.pk, [e.id for e in events]])
+        cursor.execute(MARK_HOOKED, [tenant.pk, [e.id for e in events], now])
         if cursor.rowcount != len(events):
             raise FannedOutElsewhere
         return len(events)

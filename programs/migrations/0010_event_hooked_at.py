@@ -49,10 +49,15 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
+                # The catalog change takes an exclusive lock for an instant; queued behind a
+                # long transaction it would hold up every insert, so it gives up after a few
+                # seconds instead (run the migration again then).
                 migrations.RunSQL(
+                    "SET lock_timeout = '5s'; "
                     "ALTER TABLE programs_loyaltyevent ADD COLUMN hooked_at timestamptz NULL "
                     "DEFAULT '1970-01-01T00:00:00Z'; "
-                    "ALTER TABLE programs_loyaltyevent ALTER COLUMN hooked_at DROP DEFAULT",
+                    "ALTER TABLE programs_loyaltyevent ALTER COLUMN hooked_at DROP DEFAULT; "
+                    "RESET lock_timeout",
                     "ALTER TABLE programs_loyaltyevent DROP COLUMN hooked_at",
                 ),
                 migrations.RunSQL(

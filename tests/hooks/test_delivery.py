@@ -264,3 +264,21 @@ def test_two_workers_never_send_a_delivery_twice_and_keep_each_members_order(
     per_member = sequence_per_member(got)
     assert all(seq == sorted(seq) for seq in per_member.values()), per_member
     assert all(d.status == DeliveryStatus.DELIVERED and d.attempts == 1 for d in rows(alice_brand))
+
+
+def test_settled_deliveries_are_purged_after_their_keeping_time(alice_brand, receiver, clock):
+    from hooks.services.delivery import KEEP_DELIVERED, KEEP_SETTLED, deliveries_purge
+
+    created = make_endpoint(alice_brand, receiver.url)
+    for n in range(3):
+        order(alice_brand, f"m{n}", n, clock())
+    events_fan_out(tenant=alice_brand.tenant, now=clock())
+    send(alice_brand, created.endpoint, clock)
+    with tenant_scope(alice_brand.tenant):
+        _first, second, third = WebhookDelivery.objects.order_by("id")
+        WebhookDelivery.objects.filter(pk=second.pk).update(status=DeliveryStatus.FAILED)
+        WebhookDelivery.objects.filter(pk=third.pk).update(status=DeliveryStatus.PENDING)
+    assert deliveries_purge(now=clock() + KEEP_DELIVERED + timedelta(hours=1)) == 1  # delivered
+    assert deliveries_purge(now=clock() + KEEP_SETTLED + timedelta(hours=1)) == 1  # failed
+    with tenant_scope(alice_brand.tenant):
+        assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [third.pk]
