@@ -126,7 +126,8 @@ def test_the_log_shows_attempts_answers_and_payload_newest_first_filtered_and_pa
     url = reverse("webhook_endpoint", args=[endpoint.pk])
     first = alice_client.get(url).content.decode()
     rows = deliveries(alice_brand)
-    assert first.index(f"<td>{rows[2].pk}</td>") < first.index(f"<td>{rows[1].pk}</td>")  # newest first
+    # Newest first.
+    assert first.index(f"<td>{rows[2].pk}</td>") < first.index(f"<td>{rows[1].pk}</td>")
     assert f"<td>{rows[0].pk}</td>" not in first and 'rel="next"' in first
     assert "503" in first and "down for maintenance" in first
     assert "&quot;external_id&quot;: &quot;m1&quot;" in first  # the payload, as JSON
