@@ -61,6 +61,9 @@ class WidgetThrottle(ScopedRateThrottle):
 
 
 class WidgetApi(APIView):
+    # Not in the storefront API's OpenAPI document (/api/schema/): docs/widget.md describes
+    # these, which only the widget's script calls.
+    schema = None
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes = [WidgetThrottle]
