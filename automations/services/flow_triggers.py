@@ -15,10 +15,8 @@ is "once", the local year, or the event's id) and the segment filter.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import DatabaseError, connection, transaction
@@ -29,6 +27,7 @@ from automations.services.flow_segments import in_segment
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import EventKind
+from programs.outbox import OutboxEvent
 from programs.services.ledger import tenant_zone
 
 logger = logging.getLogger(__name__)
@@ -57,14 +56,7 @@ SELECT id, member_id FROM messaging_subscriber WHERE tenant_id = %s AND id = ANY
 """
 
 
-@dataclass(frozen=True)
-class Event:
-    id: int
-    kind: str
-    member_id: int | None
-    payload: dict
-    created_at: datetime
-
+class Event(OutboxEvent):
     @property
     def trigger(self) -> str:
         """The trigger type this event is (a tier change is an upgrade or a downgrade)."""
@@ -122,11 +114,8 @@ def events_process(*, tenant: Tenant, now: datetime, batch: int = BATCH) -> int:
 
 
 def events_of(rows) -> list[Event]:
-    """Events from rows of (id, kind, member id, payload, created at); Django leaves jsonb
-    from a raw cursor as text."""
-    return [
-        Event(id, kind, member, json.loads(payload), at) for id, kind, member, payload, at in rows
-    ]
+    """Events from rows of (id, kind, member id, payload, created at)."""
+    return Event.from_rows(rows)
 
 
 def events_act(tenant: Tenant, flows: list[Flow], events: list[Event], now: datetime) -> None:

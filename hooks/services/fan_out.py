@@ -24,8 +24,6 @@ committed after an endpoint can't be marked without being fanned out to it.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -34,6 +32,7 @@ from hooks.models import DeliveryStatus, HookEvent, WebhookDelivery, WebhookEndp
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
 from programs.models import EventKind
+from programs.outbox import OutboxEvent
 
 BATCH = 500
 MARK_BATCH = 5000
@@ -102,14 +101,7 @@ PUBLIC_DATA = {
 SMS_KINDS = {EventKind.SMS_SUBSCRIBED, EventKind.SMS_UNSUBSCRIBED}
 
 
-@dataclass(frozen=True)
-class Event:
-    id: int
-    kind: str
-    member_id: int | None
-    payload: dict
-    created_at: datetime
-
+class Event(OutboxEvent):
     @property
     def subscriber_id(self) -> int | None:
         return self.payload.get("subscriber_id")
@@ -170,10 +162,7 @@ def _fan_out_batch(tenant: Tenant, now: datetime, batch: int) -> int | None:
         if not cursor.fetchone()[0]:
             return None
         cursor.execute(READ_EVENTS, [tenant.pk, batch])
-        events = [
-            Event(id, kind, member, json.loads(payload), at)
-            for id, kind, member, payload, at in cursor.fetchall()
-        ]
+        events = Event.from_rows(cursor.fetchall())
         if not events:
             return 0
         # Read after the events (a later snapshot): an endpoint committed before an event
