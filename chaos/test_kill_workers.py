@@ -4,25 +4,19 @@ restarted once mid-way. Afterwards: no text lost, none sent twice, `unknown` bou
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from chaos.processes import Workers
+
 TEXTS = 10_000
 MPS = 100  # the sandbox sender's pace: ~100 s of sending, long enough for the kills
 KILLS = 4
 KILL_EVERY = 12.0  # seconds between kills (the first after the sending has begun)
 REDIS_RESTART_AFTER_KILL = 2  # the broker's Redis restarts after this kill
 OVERALL_TIMEOUT = 600.0
-QUEUES = "default,events,dispatch,webhooks,scans"
 FINAL = {"delivered", "undelivered", "failed", "suppressed", "canceled", "expired"}
 
 SEED = """
@@ -41,66 +35,6 @@ SELECT %(tenant)s, '+1212' || lpad(n::text, 7, '0'), n + %(first_member)s - 1, '
        'checkout', 'America/New_York', '{}', 'NY', 'US', %(now)s, 0, FALSE, %(now)s, %(now)s
 FROM generate_series(1, %(members)s) AS n;
 """
-
-
-class Workers:
-    """The Celery worker we run (a process group of its own), killed and restarted by it."""
-
-    def __init__(self, env: dict, logdir: Path):
-        self.env, self.logdir = env, logdir
-        self.process: subprocess.Popen | None = None
-        self.kills = 0
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.logdir / f"worker-{self.starts}.log", "w")  # noqa: SIM115
-        self.process = subprocess.Popen(  # noqa: S603 - our own command line
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "loyaltysms",
-                "worker",
-                "-Q",
-                QUEUES,
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "-n",
-                f"chaos{self.starts}@%h",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the main process and its children
-        )
-
-    def kill(self) -> None:
-        """kill -9 the worker and every child it forked (the group we started)."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self.kills += 1
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
-        self.process = None
 
 
 def seed() -> tuple[int, int]:
