@@ -345,6 +345,20 @@ class OutboundMessage(TenantOwnedModel):
         return f"{self.kind} to {self.to}: {self.status}"
 
 
+class Handover(models.Model):
+    """A text whose request may have left for the carrier (its `attempt`-th claim), while its
+    batch's outcomes aren't recorded yet (messaging.handover). Rows live for seconds; they
+    name a text and hold no brand's data, so they carry no tenant."""
+
+    pk = models.CompositePrimaryKey("message_id", "attempt")
+    message_id = models.BigIntegerField()
+    attempt = models.PositiveSmallIntegerField()
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"text {self.message_id} (try {self.attempt}) handed over at {self.at:%H:%M:%S}"
+
+
 class InboundKind(models.TextChoices):
     OPT_OUT = "opt_out", "Opt-out"
     OPT_IN = "opt_in", "Opt-in"

@@ -57,8 +57,5 @@ class OutcomeUnknown(Exception):
 class Gateway(Protocol):
     async def send_async(self, message: Outgoing) -> Sent:
         """Hand one text to the carrier, on the process's carrier loop (messaging.aio);
-        touches no database."""
-
-    def recorded(self) -> None:
-        """Called in the dispatcher's thread once the outcomes of the texts sent with
-        send_async are written (in the transaction that may still roll back)."""
+        touches no database. Once it returns, the carrier has the text and reports on it
+        (receipts) whatever becomes of the caller."""

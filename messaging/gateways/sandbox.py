@@ -2,9 +2,11 @@
 the same status-callback handling as Twilio's receipts, a moment later, with an occasional
 failure — so a new brand and the demo see the whole lifecycle without a carrier account.
 
-Pending receipts wait in a Redis sorted set (score: when they are due); `receipts_due`, run
-by beat every two seconds, hands the due ones to the status service. One small write per
-text, no broker message per text.
+Pending receipts wait in a Redis sorted set (score: when they are due), written as the sandbox
+takes each text — like a carrier, it reports on what it took whatever becomes of the sender —
+and `receipts_due`, run by beat every two seconds, hands the due ones to the status service.
+One small write per text, no broker message per text. While that Redis is unreachable the
+sandbox takes nothing (a temporary error: the dispatcher retries later).
 
 Numbers that behave like Twilio's test numbers: +15005550001 / +15005550009 are refused as
 invalid / not mobile (21211 / 21614), +15005550004 has opted out at the carrier (21610).
@@ -17,8 +19,8 @@ import json
 import secrets
 import time
 
+import redis
 from django.conf import settings
-from django.db import transaction
 
 from messaging.gateways.base import GatewayError, Outgoing, Sent
 from messaging.models import Sender
@@ -57,17 +59,14 @@ def receipt_plan(carrier_sid: str) -> tuple[str, str, float]:
 class SandboxGateway:
     def __init__(self, sender: Sender):
         self.sender = sender
-        self._receipts: dict[str, float] = {}  # of texts sent with send_async, not yet recorded
 
     async def send_async(self, message: Outgoing) -> Sent:
         sent, receipts = _take(message)
-        self._receipts.update(receipts)
+        try:
+            _queue_receipts(receipts)
+        except redis.RedisError as exc:
+            raise GatewayError(f"Sandbox unavailable: {exc}", code="sandbox") from exc
         return sent
-
-    def recorded(self) -> None:
-        receipts, self._receipts = self._receipts, {}
-        if receipts:
-            transaction.on_commit(lambda: _queue_receipts(receipts))
 
 
 def _take(message: Outgoing) -> tuple[Sent, dict[str, float]]:

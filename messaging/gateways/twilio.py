@@ -177,9 +177,6 @@ class TwilioGateway:
             raise OutcomeUnknown(f"No answer from Twilio: {exc!r}") from exc
         return Sent(carrier_sid=created.sid, status=created.status or "queued")
 
-    def recorded(self) -> None:
-        """Nothing to do once outcomes are written: Twilio reports by webhook."""
-
     def find(self, *, to: str, body: str, since: datetime) -> Sent | None:
         """The carrier's record of a text we sent without learning its fate (a timeout after
         the request left): the newest one to `to` with this body, created since `since`."""

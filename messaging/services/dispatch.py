@@ -7,14 +7,16 @@ Exactly once in our books, at most once to the carrier (architecture.md, Reliabi
    or `expired`. A claim takes about CHUNK_SECONDS of its sender's sending.
 2. Send: per claimed batch, in one transaction that holds its subscribers' rows FOR SHARE
    across the carrier calls: consent is checked again, the texts are handed to the carrier
-   at their slots (the sender's pace, on the process's carrier loop), the outcomes recorded
-   in one statement. A STOP is written with the subscriber row locked for update, so it
-   waits for a batch sending to that number (at most about CHUNK_SECONDS) and every later
-   batch sees it: once a STOP is acknowledged, nothing more goes to that number.
+   at their slots (the sender's pace, on the process's carrier loop), each marked as handed
+   over just before it leaves (messaging.handover), the outcomes recorded in one statement.
+   A STOP is written with the subscriber row locked for update, so it waits for a batch
+   sending to that number (at most about CHUNK_SECONDS) and every later batch sees it: once
+   a STOP is acknowledged, nothing more goes to that number.
 One dispatcher serves a sender at a time (a lease in Redis), with two batches in flight so
 the pace has no gap between them; other dispatchers serve other senders.
-A text whose carrier call got no answer becomes `unknown`, never re-sent; a dispatcher that
-died mid-send leaves `sending`, which `sending_settle_stale` turns into `unknown`.
+A text whose carrier call got no answer becomes `unknown`, never re-sent. A dispatcher that
+died mid-send leaves its batch `sending`: `sending_settle_stale` puts the texts it never handed
+over back in the queue and turns the others `unknown` (a carrier's receipt still settles them).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from psycopg2.extras import execute_values
 
 from loyaltysms.models import Tenant
 from loyaltysms.tenancy.context import tenant_scope
-from messaging import aio
+from messaging import aio, handover
 from messaging.compliance import (
     marketing_send_time,
     next_window_time,
@@ -237,9 +239,10 @@ class _Run:
             def lane() -> None:
                 # A lease lost (this process stalled past its time to live) may be another
                 # dispatcher's now: stop rather than pace the sender twice.
-                while lease.renew() and (messages := self.claim(sender.pk, size)) is not None:
-                    if messages:
-                        self.add(_send_batch(messages, sender, pacer, self.now))
+                with handover.Marker() as marker:
+                    while lease.renew() and (messages := self.claim(sender.pk, size)) is not None:
+                        if messages:
+                            self.add(_send_batch(messages, sender, pacer, marker, self.now))
 
             if lanes <= 1:
                 lane()
@@ -576,15 +579,16 @@ FOR NO KEY UPDATE OF m FOR SHARE OF s
 RECORD_OUTCOMES = """
 UPDATE messaging_outboundmessage m
 SET status = v.status, status_reason = v.status_reason, error_code = v.error_code,
-    carrier_sid = v.carrier_sid, send_after = v.send_after, sending_at = v.sending_at,
-    sent_at = v.sent_at, finished_at = v.finished_at, updated_at = v.updated_at
-FROM (VALUES %s) AS v(id, status, status_reason, error_code, carrier_sid, send_after,
-                      sending_at, sent_at, finished_at, updated_at)
+    carrier_sid = v.carrier_sid, attempts = v.attempts, send_after = v.send_after,
+    sending_at = v.sending_at, sent_at = v.sent_at, finished_at = v.finished_at,
+    updated_at = v.updated_at
+FROM (VALUES %s) AS v(id, status, status_reason, error_code, carrier_sid, attempts,
+                      send_after, sending_at, sent_at, finished_at, updated_at)
 WHERE m.id = v.id
 """
 OUTCOME_ROW = (
-    "(%s::bigint, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz,"
-    " %s::timestamptz, %s::timestamptz)"
+    "(%s::bigint, %s, %s, %s, %s, %s::smallint, %s::timestamptz, %s::timestamptz,"
+    " %s::timestamptz, %s::timestamptz, %s::timestamptz)"
 )
 
 
@@ -592,6 +596,7 @@ def _send_batch(
     messages: list[OutboundMessage],
     sender: Sender,
     pacer: Pacer,
+    marker: handover.Marker,
     clock: Callable[[], datetime] = timezone.now,
 ) -> DispatchReport:
     """Hand a claimed batch of one sender's texts to its carrier, paced, and record the
@@ -601,7 +606,9 @@ def _send_batch(
     progress = {"handed_over": False}
     try:
         with tenant_scope(sender.tenant):
-            opted_out = _send_locked(messages, sender, pacer, clock, report, progress)
+            opted_out = _send_locked(messages, sender, pacer, marker, clock, report, progress)
+            if progress["handed_over"]:  # outcomes committed: the marks have done their job
+                marker.forget([m.pk for m in messages])
             # Numbers the carrier says opted out, each in a transaction of its own after the
             # batch's: two batches holding one subscriber's row shared can't deadlock on it.
             for message in opted_out:
@@ -623,7 +630,7 @@ def _release(messages: list[OutboundMessage]) -> None:
     ).update(status=MessageStatus.QUEUED, sending_at=None, attempts=F("attempts") - 1)
 
 
-def _send_locked(messages, sender, pacer, clock, report, progress) -> list[OutboundMessage]:
+def _send_locked(messages, sender, pacer, marker, clock, report, progress) -> list[OutboundMessage]:
     """The batch's transaction; returns its texts the carrier refused as opted out."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
@@ -652,30 +659,61 @@ def _send_locked(messages, sender, pacer, clock, report, progress) -> list[Outbo
         if to_send:
             outgoing = [_outgoing(message, now) for message in to_send]
             progress["handed_over"] = True
-            results = aio.run(_paced(gateway, pacer, outgoing))
+            attempts = [(m.pk, m.attempts) for m in to_send]
+            results = aio.run(_paced(gateway, pacer, marker, outgoing, attempts))
             sent_at = clock()  # when the carrier took them
             for message, result in zip(to_send, results, strict=True):
                 _outcome(message, result, now, sent_at, report)
         if done:
             _record_outcomes(cursor, done, clock())
-        if to_send:
-            gateway.recorded()
     return [
         m for m in done if m.error_code in OPTED_OUT_CODES and m.status == MessageStatus.SUPPRESSED
     ]
 
 
-async def _paced(gateway, pacer: Pacer, outgoing: list[Outgoing]) -> list:
-    """Send each text at its slot (on the carrier loop); the carrier's answers, or the
-    exceptions raised, in order. Texts of one batch to one number go one after another."""
+class NotHandedOver(Exception):
+    """The text's mark could not be written, so it was not sent (it goes back to the queue)."""
+
+
+async def _paced(
+    gateway,
+    pacer: Pacer,
+    marker: handover.Marker,
+    outgoing: list[Outgoing],
+    attempts: list[tuple[int, int]],
+) -> list:
+    """Send each text at its slot (on the carrier loop), marked as handed over first (its
+    (id, attempt) in `attempts`); the carrier's answers, or the exceptions raised, in order.
+    Texts of one batch to one number go one after another. If a mark fails, neither that text
+    nor any after it is sent."""
     requests, last = [], {}
-    for item, slot in zip(outgoing, pacer.reserve(len(outgoing)), strict=True):
+    slots = pacer.reserve(len(outgoing))
+    marked_until = 0
+    for index, (item, slot) in enumerate(zip(outgoing, slots, strict=True)):
         await pacer.until(slot)
+        if index >= marked_until:
+            horizon = slot + handover.MARK_AHEAD
+            ahead = [i for i in range(index, len(outgoing)) if slots[i] < horizon]
+            try:
+                await asyncio.to_thread(marker.mark, [attempts[i] for i in ahead])
+            except Exception as exc:
+                pacer.finished()  # the request `until` let go never starts
+                unsent = NotHandedOver(f"not sent: its hand-over could not be recorded ({exc})")
+                logger.warning("batch stopped before %s texts: %s", len(outgoing) - index, exc)
+                requests += [_failed(unsent) for _ in outgoing[index:]]
+                break
+            marked_until = index + len(ahead)
         request = asyncio.ensure_future(_send_after(gateway, item, last.get(item.to)))
         request.add_done_callback(lambda _: pacer.finished())
         requests.append(request)
         last[item.to] = request
     return await asyncio.gather(*requests, return_exceptions=True)
+
+
+def _failed(exc: Exception) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 async def _send_after(gateway, item: Outgoing, previous: asyncio.Future | None):
@@ -715,6 +753,9 @@ def _outcome(
     elif isinstance(result, SecretUnreadable):
         _finish(message, MessageStatus.FAILED, now, str(result))
         report.failed += 1
+    elif isinstance(result, NotHandedOver):
+        _requeue(message, str(result))
+        report.retried += 1
     else:
         # No answer (OutcomeUnknown), or anything unexpected once the request may have left:
         # never sent again; the receipt or reconciliation settles it.
@@ -735,6 +776,7 @@ def _record_outcomes(cursor, messages: list[OutboundMessage], now: datetime) -> 
             m.status_reason,
             m.error_code,
             m.carrier_sid,
+            m.attempts,
             m.send_after,
             m.sending_at,
             m.sent_at,
@@ -778,6 +820,14 @@ def _carrier_refused(
         report.retried += 1
 
 
+def _requeue(message: OutboundMessage, reason: str) -> None:
+    """A text that never left: back in the queue as it was before its claim."""
+    message.status = MessageStatus.QUEUED
+    message.status_reason = reason[:200]
+    message.sending_at = None
+    message.attempts -= 1
+
+
 def _carrier_opt_out(message: OutboundMessage, now: datetime) -> None:
     subscriber = Subscriber.objects.get(pk=message.subscriber_id)
     subscriber_opt_out(
@@ -789,25 +839,36 @@ def _carrier_opt_out(message: OutboundMessage, now: datetime) -> None:
 
 
 def sending_settle_stale(*, now: datetime) -> int:
-    """Texts left `sending` by a dispatcher that died mid-send become `unknown`: they may have
-    reached the carrier, so they are never sent again; a late receipt still settles them."""
-    with transaction.atomic():
-        # WARNING: every tenant's stale texts; a plain status change, no per-tenant logic.
+    """Texts left `sending` by a dispatcher that died mid-send: those it marked as handed over
+    (messaging.handover) may have reached the carrier and become `unknown`, never sent again
+    (a late receipt still settles them); those it never marked go back to the queue. Stale
+    means STALE_SENDING past the claim: far longer than any batch, so no live dispatcher can
+    still be about to send one. Returns the texts settled."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # WARNING: every tenant's stale texts; plain status changes, no per-tenant logic.
         stale = list(
             OutboundMessage.objects.unscoped()
             .filter(status=MessageStatus.SENDING, sending_at__lt=now - STALE_SENDING)
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)[:10000]
         )
-        return (
-            OutboundMessage.objects.unscoped()
-            .filter(pk__in=stale)
-            .update(
-                status=MessageStatus.UNKNOWN,
-                status_reason="the dispatcher stopped while sending; not sent again",
-                updated_at=now,
-            )
+        handed_over = handover.marked(cursor, stale) if stale else set()
+        handover.forget(cursor, list(handed_over))
+        rows = OutboundMessage.objects.unscoped().filter
+        rows(pk__in=handed_over).update(
+            status=MessageStatus.UNKNOWN,
+            status_reason="the dispatcher stopped while sending it; not sent again",
+            updated_at=now,
         )
+        rows(pk__in=[pk for pk in stale if pk not in handed_over]).update(
+            status=MessageStatus.QUEUED,
+            status_reason="the dispatcher stopped before sending it; queued again",
+            sending_at=None,
+            attempts=F("attempts") - 1,
+            updated_at=now,
+        )
+        handover.purge(cursor, now - STALE_SENDING)
+        return len(stale)
 
 
 # Twilio's statuses before "sent" still prove it took the text.

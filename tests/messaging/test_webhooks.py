@@ -231,13 +231,41 @@ def test_a_receipt_settles_a_text_whose_outcome_was_unknown(sent_message):
     assert (sent_message.status, sent_message.carrier_sid) == ("delivered", "SM" + "5" * 32)
 
 
-def test_stale_sends_become_unknown_and_are_never_sent_again(sent_message):
-    from messaging.services.dispatch import sending_settle_stale
+def make_stale(message: OutboundMessage, *, marked_attempt: int | None = None) -> None:
+    """The text as a dispatcher that died mid-batch leaves it: `sending` since its claim 11
+    minutes ago, marked as handed over (for that attempt) or not."""
+    from messaging.models import Handover
 
-    OutboundMessage.objects.unscoped().filter(pk=sent_message.pk).update(
+    OutboundMessage.objects.unscoped().filter(pk=message.pk).update(
         status="sending", sending_at=timezone.now() - timedelta(minutes=11)
     )
+    if marked_attempt is not None:
+        Handover.objects.create(message_id=message.pk, attempt=marked_attempt, at=timezone.now())
+
+
+def test_a_stale_text_handed_over_becomes_unknown_and_is_never_sent_again(sent_message):
+    from messaging.models import Handover
+    from messaging.services.dispatch import sending_settle_stale
+
+    make_stale(sent_message, marked_attempt=sent_message.attempts)
     assert sending_settle_stale(now=timezone.now()) == 1
     sent_message.refresh_from_db()
     assert sent_message.status == "unknown"
     assert dispatch_due().claimed == 0
+    assert not Handover.objects.filter(message_id=sent_message.pk).exists()
+
+
+@pytest.mark.parametrize("marked_attempt", [None, 0], ids=["unmarked", "marked-earlier-try"])
+def test_a_stale_text_never_handed_over_is_queued_again_and_sent_once(sent_message, marked_attempt):
+    from messaging.services.dispatch import sending_settle_stale
+
+    attempts = sent_message.attempts
+    make_stale(sent_message, marked_attempt=marked_attempt)
+    assert sending_settle_stale(now=timezone.now()) == 1
+    sent_message.refresh_from_db()
+    assert (sent_message.status, sent_message.attempts) == ("queued", attempts - 1)
+    assert sent_message.sending_at is None
+    report = dispatch_due()
+    assert (report.claimed, report.sent) == (1, 1)
+    sent_message.refresh_from_db()
+    assert (sent_message.status, sent_message.attempts) == ("sent", attempts)
