@@ -2,10 +2,16 @@ import os
 
 from celery import Celery
 from kombu import Queue as KombuQueue
+from kombu.transport import TRANSPORT_ALIASES
 
 from loyaltysms.queues import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyaltysms.settings")
+
+# Redis URLs get kombu's Redis transport with the fix that lets a worker ride out a Redis
+# outage (loyaltysms.broker). The alias, not broker_transport: that one would not reach
+# redis+socket:// URLs, whose "redis+" prefix names the transport itself.
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "loyaltysms.broker:Transport"
 
 app = Celery("loyaltysms")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -13,6 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from loyaltysms import embedded
 from loyaltysms.queues import Queue
@@ -175,6 +177,15 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "loyaltysms",
+        # A Redis that stops answering (a stuck server, a partition) must not hold requests:
+        # a cache call gives up within about two seconds (one immediate retry, for a pooled
+        # connection that a Redis restart closed) and its caller degrades. redis-py's own
+        # default would wait without limit, or retry with backoff for many seconds.
+        "OPTIONS": {
+            "socket_connect_timeout": 1,
+            "socket_timeout": 1,
+            "retry": Retry(NoBackoff(), 1),
+        },
     }
 }
 
@@ -264,6 +275,9 @@ CELERY_TASK_TIME_LIMIT = 360
 # must exceed the longest task (the hard time limit) or a running task is handed out twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps reconnecting however long the broker is away (Celery gives up after 100 tries,
+# some 45 minutes, by default): the work itself waits in PostgreSQL.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {

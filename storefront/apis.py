@@ -13,19 +13,27 @@ address and brand. Errors are application/problem+json, like the REST API.
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from loyaltysms.tenancy.context import activate
-from messaging.models import ConsentSource, Subscriber, SubscriberStatus
+from messaging.models import (
+    ConsentAction,
+    ConsentRecord,
+    ConsentSource,
+    Subscriber,
+    SubscriberStatus,
+)
 from messaging.services.setup import brand_name, messaging_settings_get
 from messaging.services.subscribers import Evidence, subscriber_opt_in
 from programs import selectors as program_selectors
@@ -35,6 +43,8 @@ from programs.serializers import PhoneField
 from programs.services.program import program_get, tier_ladder_get
 from programs.services.rewards import redemption_create
 from storefront.services import customer_verified, widget_by_key
+
+logger = logging.getLogger(__name__)
 
 RECENT_REDEMPTIONS = 5
 # A number asked to confirm isn't asked again for this long, however often it is entered.
@@ -54,10 +64,21 @@ class CustomerNotVerified(exceptions.APIException):
 
 
 class WidgetThrottle(ScopedRateThrottle):
-    """Per brand and visitor address (REST_FRAMEWORK DEFAULT_THROTTLE_RATES widget_*)."""
+    """Per brand and visitor address (REST_FRAMEWORK DEFAULT_THROTTLE_RATES widget_*).
+
+    The counts live in the Redis cache. While it can't be reached the visitor is let through:
+    these limits slow one address down over a minute, and the storefront must not go down
+    with the cache (what costs the brand money, the texts, has its own cap below)."""
 
     def get_cache_key(self, request, view):
         return f"throttle:{self.scope}:{view.widget.pk}:{self.get_ident(request)}"
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except RedisError as exc:
+            logger.warning("widget throttle skipped: no cache", extra={"error": str(exc)})
+            return True
 
 
 class WidgetApi(APIView):
@@ -183,9 +204,26 @@ class WidgetSubscribeApi(WidgetApi):
         number at the brand's cost), whatever the visitors' addresses."""
         hour = int(time.time() // 3600)
         key = f"widget:signups:{self.widget.pk}:{hour}"
-        cache.add(key, 0, timeout=3600)
-        if cache.incr(key) > django_settings.WIDGET_SIGNUPS_PER_HOUR:
+        try:
+            cache.add(key, 0, timeout=3600)
+            signups = cache.incr(key)
+        except RedisError as exc:
+            # The cache is unreachable: the hour's sign-ups counted in PostgreSQL instead
+            # (slower, but the cap still holds), this one included.
+            logger.warning("widget sign-ups counted in the database", extra={"error": str(exc)})
+            signups = 1 + self.signups_recorded(since=datetime.fromtimestamp(hour * 3600, UTC))
+        if signups > django_settings.WIDGET_SIGNUPS_PER_HOUR:
             raise exceptions.Throttled(wait=3600 - time.time() % 3600)
+
+    def signups_recorded(self, *, since: datetime) -> int:
+        """The sign-ups this widget started since then, from their consent records."""
+        return ConsentRecord.objects.filter(
+            tenant=self.tenant,
+            action=ConsentAction.OPT_IN_REQUESTED,
+            source=ConsentSource.LOYALTY_PAGE,
+            evidence__widget=self.widget.publishable_key,
+            created_at__gte=since,
+        ).count()
 
     def post(self, request, key: str):
         serializer = SubscribeSerializer(data=request.data, context={"tenant": self.tenant})

@@ -9,6 +9,7 @@ would get; without JavaScript, "Preview" posts the page itself.
 
 from __future__ import annotations
 
+import contextlib
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
@@ -17,6 +18,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from redis.exceptions import RedisError
 
 from automations import selectors, stats
 from automations.forms import CampaignForm
@@ -268,9 +270,13 @@ def _progress_key(campaign: Campaign) -> str:
 
 
 def _progress(campaign: Campaign) -> dict:
-    """The progress bar's figures, cached a few seconds (every viewer polls)."""
+    """The progress bar's figures, cached a few seconds (every viewer polls); straight from
+    PostgreSQL while the cache is unreachable."""
     key = _progress_key(campaign)
-    found = cache.get(key)
+    try:
+        found = cache.get(key)
+    except RedisError:
+        found = None
     if found is None:
         progress = selectors.campaign_progress(campaign)
         finished = progress.status in (CampaignStatus.SENT, CampaignStatus.CANCELED) and not (
@@ -294,7 +300,8 @@ def _progress(campaign: Campaign) -> dict:
             "finished": finished,
             "waiting_winner": waiting_winner,
         }
-        cache.set(key, found, PROGRESS_CACHE_SECONDS)
+        with contextlib.suppress(RedisError):
+            cache.set(key, found, PROGRESS_CACHE_SECONDS)
     return found
 
 
@@ -363,7 +370,8 @@ def campaign_cancel(request, campaign_id: int):
         canceled = services.campaign_cancel(
             campaign=campaign, now=timezone.now(), actor=request.user
         )
-        cache.delete(_progress_key(campaign))
+        with contextlib.suppress(RedisError):  # a stale bar for a few seconds at worst
+            cache.delete(_progress_key(campaign))
         messages.success(
             request, f"Canceled {campaign.name}: {canceled:,} texts not yet sent were stopped."
         )

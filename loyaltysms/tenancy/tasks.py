@@ -8,12 +8,15 @@ a tenant, or for a tenant that no longer exists, refuses to run.
 from __future__ import annotations
 
 import functools
+import logging
 
 from celery import shared_task
 from django.db import transaction
 
 from loyaltysms.queues import Queue
 from loyaltysms.tenancy.context import TenantScopeError, tenant_scope
+
+logger = logging.getLogger(__name__)
 
 
 def tenant_task(*, queue: Queue = Queue.DEFAULT, **options):
@@ -38,5 +41,18 @@ def tenant_task(*, queue: Queue = Queue.DEFAULT, **options):
 
 
 def enqueue_on_commit(task, tenant_id: int, *args) -> None:
-    """Send the task once the surrounding transaction commits (never for rolled-back work)."""
-    transaction.on_commit(lambda: task.delay(tenant_id, *args))
+    """Send the task once the surrounding transaction commits (never for rolled-back work).
+
+    The work itself is a row in PostgreSQL by then. A broker that can't be reached is logged,
+    not raised: raised, it would fail the request after its writes have committed."""
+
+    def send() -> None:
+        try:
+            task.delay(tenant_id, *args)
+        except Exception as exc:
+            logger.warning(
+                "task not sent: the broker is unreachable",
+                extra={"task": task.name, "task_args": [tenant_id, *args], "error": str(exc)},
+            )
+
+    transaction.on_commit(send)

@@ -193,7 +193,13 @@ def _wake_dispatcher() -> None:
             timer.start()
             return
         _last_wake = time.monotonic()
-    _publish_wake()
+    try:
+        _publish_wake()
+    except Exception as exc:
+        # Runs after the commit: the texts are in PostgreSQL, and beat's periodic dispatcher
+        # run sends them once the broker is back. An unreachable broker must not turn the
+        # request (or task) that queued them into an error after the fact.
+        logger.warning("dispatcher wake-up not published", extra={"error": str(exc)})
 
 
 def _wake_later() -> None:
