@@ -16,6 +16,7 @@ import json
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import cache
 
 import redis
@@ -122,7 +123,12 @@ class Pacer:
         self.next_slot = start + count * self.interval
         return [start + i * self.interval for i in range(count)]
 
-    async def until(self, slot: float) -> None:
+    async def until(
+        self, slot: float, prepare: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Wait for the slot; then, if given, await `prepare()` (work that must be done before
+        the send, e.g. recording it; an exception from it ends the wait, nothing recorded) and
+        check the window cap again, so the send time recorded is the real one."""
         while True:
             now = time.time()
             if slot > now:
@@ -134,6 +140,10 @@ class Pacer:
             if self.concurrency is not None and self.in_flight >= self.concurrency:
                 self._finished.clear()
                 await self._finished.wait()
+                continue
+            if prepare is not None:
+                await prepare()
+                prepare = None
                 continue
             self.sent.append(now)
             self.in_flight += 1

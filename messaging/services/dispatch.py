@@ -59,6 +59,7 @@ from messaging.gateways import (
     concurrency_for,
     gateway_for,
 )
+from messaging.handover import MARK_AHEAD
 from messaging.models import (
     DUE_STATUSES,
     ConsentSource,
@@ -690,19 +691,19 @@ async def _paced(
     slots = pacer.reserve(len(outgoing))
     marked_until = 0
     for index, (item, slot) in enumerate(zip(outgoing, slots, strict=True)):
-        await pacer.until(slot)
+        mark = None
         if index >= marked_until:
-            horizon = slot + handover.MARK_AHEAD
-            ahead = [i for i in range(index, len(outgoing)) if slots[i] < horizon]
-            try:
-                await asyncio.to_thread(marker.mark, [attempts[i] for i in ahead])
-            except Exception as exc:
-                pacer.finished()  # the request `until` let go never starts
-                unsent = NotHandedOver(f"not sent: its hand-over could not be recorded ({exc})")
-                logger.warning("batch stopped before %s texts: %s", len(outgoing) - index, exc)
-                requests += [_failed(unsent) for _ in outgoing[index:]]
-                break
+            # Marked at the slot, before the send (the pacer then records the real send time).
+            ahead = [i for i in range(index, len(outgoing)) if slots[i] < slot + MARK_AHEAD]
+            mark = functools.partial(asyncio.to_thread, marker.mark, [attempts[i] for i in ahead])
             marked_until = index + len(ahead)
+        try:
+            await pacer.until(slot, prepare=mark)
+        except Exception as exc:
+            unsent = NotHandedOver(f"not sent: its hand-over could not be recorded ({exc})")
+            logger.warning("batch stopped before %s texts: %s", len(outgoing) - index, exc)
+            requests += [_failed(unsent) for _ in outgoing[index:]]
+            break
         request = asyncio.ensure_future(_send_after(gateway, item, last.get(item.to)))
         request.add_done_callback(lambda _: pacer.finished())
         requests.append(request)
