@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from subprocess import DEVNULL
 
 import pytest
 
@@ -49,6 +50,23 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+class PrivatePostgres:
+    """The cluster's URL, and its restart (`pg_ctl restart -m fast`: every connection is cut,
+    as in a failover or a minor-version upgrade)."""
+
+    def __init__(self, url: str, pg_ctl: list[str], options: str):
+        self.url, self.pg_ctl, self.options = url, pg_ctl, options
+        self.restarts = 0
+
+    def restart(self, *, down_for: float = 0.0) -> None:
+        subprocess.run([*self.pg_ctl, "-w", "-m", "fast", "stop"], check=True, stdout=DEVNULL)
+        time.sleep(down_for)
+        subprocess.run(
+            [*self.pg_ctl, "-w", "-o", self.options, "start"], check=True, stdout=DEVNULL
+        )
+        self.restarts += 1
+
+
 @pytest.fixture(scope="session")
 def private_postgres(workdir):
     """A PostgreSQL cluster of our own on a free port; stopped (by its data dir) at the end."""
@@ -61,16 +79,16 @@ def private_postgres(workdir):
     subprocess.run(
         [*as_pg, str(_pg_bin() / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
         check=True,
-        stdout=subprocess.DEVNULL,
+        stdout=DEVNULL,
     )
     options = (
         f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off"
     )
-    pg_ctl = [*as_pg, str(_pg_bin() / "pg_ctl"), "-D", str(data)]
+    pg_ctl = [*as_pg, str(_pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(data / "log")]
     subprocess.run(
-        [*pg_ctl, "-w", "-l", str(data / "log"), "-o", options, "start"],
+        [*pg_ctl, "-w", "-o", options, "start"],
         check=True,
-        stdout=subprocess.DEVNULL,
+        stdout=DEVNULL,
     )
     try:
         subprocess.run(
@@ -86,9 +104,9 @@ def private_postgres(workdir):
             ],
             check=True,
         )
-        yield f"postgres://postgres@127.0.0.1:{port}/loyaltysms"
+        yield PrivatePostgres(f"postgres://postgres@127.0.0.1:{port}/loyaltysms", pg_ctl, options)
     finally:
-        subprocess.run([*pg_ctl, "-w", "-m", "immediate", "stop"], stdout=subprocess.DEVNULL)
+        subprocess.run([*pg_ctl, "-w", "-m", "immediate", "stop"], stdout=DEVNULL)
 
 
 class PrivateRedis:
@@ -128,8 +146,8 @@ class PrivateRedis:
                 "--logfile",
                 str(self.directory / "redis.log"),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=DEVNULL,
+            stderr=DEVNULL,
         )
         import redis
 
@@ -175,7 +193,7 @@ def chaos_env(private_postgres, private_redis, workdir):
     here and the private database migrated."""
     env = {
         **os.environ,
-        "DATABASE_URL": private_postgres,
+        "DATABASE_URL": private_postgres.url,
         "REDIS_URL": private_redis.url,
         "DJANGO_SETTINGS_MODULE": "loyaltysms.settings",
         "LOYALTYSMS_DATA_DIR": str(workdir / "data"),
