@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 AXE := node_modules/axe-core/axe.min.js
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-.PHONY: run test chaos screenshots lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan lock clean
+.PHONY: run test chaos screenshots lint fmt stop status migrate seed bench bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan bench-callbacks bench-keyset bench-noisy lock clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +62,9 @@ migrate: $(STAMP)
 seed: $(STAMP)
 	$(PY) manage.py seed_demo
 
-## bench: the benchmarks in bench/ (each measures its baseline in the same run)
-bench: bench-orders bench-expiry bench-stop bench-dispatch bench-segments bench-campaigns bench-scan
+## bench: every benchmark in bench/ (each measures its baseline in the same run), then bench/RESULTS.md
+bench: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/results.py $(BENCH_ARGS)
 
 bench-orders: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_order_ingest.py $(BENCH_ARGS)
@@ -85,6 +86,15 @@ bench-campaigns: $(STAMP)
 
 bench-scan: $(STAMP)
 	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_daily_scan.py $(BENCH_ARGS)
+
+bench-callbacks: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_status_callback.py $(BENCH_ARGS)
+
+bench-keyset: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_keyset_page.py $(BENCH_ARGS)
+
+bench-noisy: $(STAMP)
+	$(PY) -m loyaltysms.embedded run -- $(PY) bench/bench_noisy_neighbour.py $(BENCH_ARGS)
 
 # Prints pyproject's runtime dependencies, or an optional group's.
 define DEPS

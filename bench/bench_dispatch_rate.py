@@ -205,8 +205,8 @@ def run_dispatcher(db_name: str, concurrency: int, profile_to: str | None) -> No
     fired: list[float] = []
     until = ratelimit.Pacer.until
 
-    async def recorded(self, slot):
-        await until(self, slot)
+    async def recorded(self, slot, prepare=None):
+        await until(self, slot, prepare)
         fired.append(time.time())
 
     ratelimit.Pacer.until = recorded
@@ -703,6 +703,16 @@ def main() -> int:
             f"  {phase.rate:>5,} MPS: rate {'met' if within else 'MISSED'}, cap "
             f"{'met' if never_over else 'MISSED'}; {phase.seconds:.1f} s; texts {phase.statuses}"
             f"; spec violations {phase.violations}"
+        )
+        harness.record(
+            "dispatcher pacing",
+            f"{phase.rate:,} MPS: steady rate (max in any 1 s: "
+            f"{max(phase.max_calendar, phase.max_sliding):,})",
+            f"{phase.steady_rate:.2f}/s",
+            baseline=f"configured {phase.rate:,}/s; fake carrier alone {capacity[0]:,.0f}/s",
+            ratio=f"{phase.steady_rate / phase.rate:.1%}",
+            goal="within ±2 %, never over MPS in 1 s",
+            met=within and never_over and complete and not phase.violations,
         )
         print(
             f"{'':>13}sent per process "

@@ -602,6 +602,17 @@ def main() -> int:
     )
     verdict = "met" if stop_all.percentile(99) < 25 and not unsent else "MISSED"
     print(f"goal: STOP p99 < 25 ms at {args.rate:.0f} req/s → {verdict}")
+    stop_p99, bare_p99 = stop_all.percentile(99), bare_all.percentile(99)
+    harness.record(
+        "STOP webhook",
+        f"STOP p99 at {args.rate:.0f} req/s"
+        + (f" ({unsent:,} never offered: a lower bound)" if unsent else ""),
+        f"{stop_p99:.1f} ms",
+        baseline=f"bare view {bare_p99:.1f} ms",
+        ratio=f"{stop_p99 / bare_p99:.1f}x",
+        goal="p99 < 25 ms",
+        met=verdict == "met",
+    )
     print(f"CPU while paced at {args.rate:.0f} req/s, share of the {os.cpu_count()} cores:")
     for name, result in (("bare", bare_all), ("STOP", stop_all)):
         meter = cpu[name.lower()]

@@ -6,10 +6,12 @@
 - closed_loop(): N clients back to back for a while → requests/s.
 - open_loop(): requests at a fixed rate, latency measured from when each was due (so a slow
   server can't hide its queue: no coordinated omission) → percentiles.
+- record(): a headline figure for bench/RESULTS.md, when run by `make bench` (bench/results.py).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import json
@@ -105,18 +107,24 @@ def web_server(db_name: str) -> Iterator[int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    # The server's log is read as it comes, keeping the end for an error message: unread, a
+    # full pipe (64 KB: a few hundred warnings, e.g. for 4xx answers) would block every worker.
+    log: collections.deque[bytes] = collections.deque(maxlen=50)
+    reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        started = False
+        while not started and time.monotonic() < deadline and process.poll() is None:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
+                started = conn.getresponse().status == 200
             except OSError:
                 time.sleep(0.2)
-        else:
-            raise RuntimeError(f"gunicorn did not start: {process.stderr.read(4000)!r}")
+        if not started:
+            reader.join(timeout=2)
+            raise RuntimeError(f"gunicorn did not start: {b''.join(log)[-4000:]!r}")
         yield port
     finally:
         process.terminate()
@@ -232,3 +240,32 @@ def json_request(path: str, key: str, body: dict) -> tuple[str, str, bytes, dict
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def record(
+    bench: str,
+    figure: str,
+    value: str,
+    *,
+    baseline: str = "",
+    ratio: str = "",
+    goal: str = "",
+    met: bool | None = None,
+) -> None:
+    """One row of bench/RESULTS.md's summary table: appended as a JSON line to the file named
+    by BENCH_RECORD (set by bench/results.py); nothing happens when a bench runs on its own.
+    Values are the strings the bench prints, so the table shows what the output shows."""
+    path = os.environ.get("BENCH_RECORD")
+    if not path:
+        return
+    row = {
+        "bench": bench,
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met,
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
