@@ -8,8 +8,7 @@ from django.http import JsonResponse
 logger = logging.getLogger(__name__)
 
 
-def healthz(request):
-    """200 when PostgreSQL and Redis both answer, 503 otherwise (for load balancers)."""
+def _checks() -> dict[str, str]:
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -27,5 +26,19 @@ def healthz(request):
     except redis.RedisError as exc:
         logger.warning("healthz: redis check failed", extra={"error": str(exc)})
         checks["redis"] = "error"
+    return checks
+
+
+def healthz(request):
+    """200 when PostgreSQL and Redis both answer, 503 otherwise (for monitoring)."""
+    checks = _checks()
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(checks, status=200 if healthy else 503)
+
+
+def healthz_web(request):
+    """For a load balancer's checks of the web processes: 200 while PostgreSQL answers, since
+    the API, the dashboard and the webhooks keep working without Redis (work waits in
+    PostgreSQL for the workers); Redis is reported, not required. 503 without PostgreSQL."""
+    checks = _checks()
+    return JsonResponse(checks, status=200 if checks["db"] == "ok" else 503)
