@@ -3,7 +3,8 @@
 Waiting on a carrier's answer costs nothing on an event loop, where a thread per request costs
 a thread switch and its share of the interpreter lock; a batch of texts is sent on the loop
 while the calling thread (with its database connection and transaction) waits for the
-outcomes. Nothing on the loop touches the database.
+outcomes. Nothing on the loop touches the database: a batch's hand-over marks are written
+from a thread of their own (messaging.handover), awaited by the loop.
 """
 
 from __future__ import annotations

@@ -289,6 +289,9 @@ class OutboundMessage(TenantOwnedModel):
     error_code = models.CharField(max_length=10, blank=True)
     carrier_sid = models.CharField(max_length=40, null=True, blank=True)  # noqa: DJ001
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The dispatcher claim it is `sending` under (a number of messaging_claim_seq), None when
+    # not `sending` (or claimed by a release that kept none): see messaging.handover.
+    claim = models.BigIntegerField(null=True, blank=True)
     send_after = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
@@ -346,17 +349,17 @@ class OutboundMessage(TenantOwnedModel):
 
 
 class Handover(models.Model):
-    """A text whose request may have left for the carrier (its `attempt`-th claim), while its
-    batch's outcomes aren't recorded yet (messaging.handover). Rows live for seconds; they
-    name a text and hold no brand's data, so they carry no tenant."""
+    """A text whose request may have left for the carrier under one claim, while its batch's
+    outcomes aren't recorded yet (messaging.handover). Rows live for seconds; they name a
+    text and hold no brand's data, so they carry no tenant."""
 
-    pk = models.CompositePrimaryKey("message_id", "attempt")
+    pk = models.CompositePrimaryKey("message_id", "claim")
     message_id = models.BigIntegerField()
-    attempt = models.PositiveSmallIntegerField()
+    claim = models.BigIntegerField()
     at = models.DateTimeField()
 
     def __str__(self) -> str:
-        return f"text {self.message_id} (try {self.attempt}) handed over at {self.at:%H:%M:%S}"
+        return f"text {self.message_id} (claim {self.claim}) handed over at {self.at:%H:%M:%S}"
 
 
 class InboundKind(models.TextChoices):

@@ -18,7 +18,7 @@ from messaging.services.status import sandbox_receipts_deliver
 # overlap), so eight senders at a time.
 DISPATCH_CONCURRENCY = 16
 # Claims stop after this long (a claimed batch still finishes), far below the task time limit:
-# a task killed mid-batch would leave its claimed texts `unknown`.
+# a task killed mid-batch leaves its claimed texts `sending` until settle_stale_sends.
 DISPATCH_SECONDS = 60
 
 
@@ -34,8 +34,9 @@ def dispatch_due() -> dict:
 
 @shared_task(route_queue=Queue.DISPATCH.value)
 def settle_stale_sends() -> int:
-    """Texts a dead dispatcher left `sending` become `unknown`; then the carrier is asked
-    about every `unknown` one."""
+    """Texts a dead dispatcher left `sending` are settled (the ones it handed over become
+    `unknown`, the others are queued again); then the carrier is asked about every `unknown`
+    one."""
     now = timezone.now()
     return sending_settle_stale(now=now) + unknown_reconcile(now=now)
 

@@ -14,6 +14,7 @@ invalid / not mobile (21211 / 21614), +15005550004 has opted out at the carrier 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -22,7 +23,7 @@ import time
 import redis
 from django.conf import settings
 
-from messaging.gateways.base import GatewayError, Outgoing, Sent
+from messaging.gateways.base import GatewayError, OutcomeUnknown, Outgoing, Sent
 from messaging.models import Sender
 from messaging.ratelimit import redis_client
 
@@ -63,7 +64,11 @@ class SandboxGateway:
     async def send_async(self, message: Outgoing) -> Sent:
         sent, receipts = _take(message)
         try:
-            _queue_receipts(receipts)
+            # Off the carrier loop: a slow Redis must not hold every sender's requests.
+            await asyncio.to_thread(_queue_receipts, receipts)
+        except redis.TimeoutError as exc:
+            # The write may have been done: taken or not is unknown, like a carrier's timeout.
+            raise OutcomeUnknown(f"No answer from the sandbox: {exc}") from exc
         except redis.RedisError as exc:
             raise GatewayError(f"Sandbox unavailable: {exc}", code="sandbox") from exc
         return sent

@@ -1,13 +1,5 @@
 from django.db import migrations, models
 
-# Texts already `sending` were claimed by a dispatcher that marked nothing: any of them may
-# have left, so each counts as handed over (never put back in the queue).
-MARK_SENDING = """
-INSERT INTO messaging_handover (message_id, attempt, at)
-SELECT id, attempts, coalesce(sending_at, now())
-FROM messaging_outboundmessage WHERE status = 'sending'
-"""
-
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -15,6 +7,15 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # A nullable column without a default: a catalog change, no rewrite of the table.
+        migrations.AddField(
+            model_name="outboundmessage",
+            name="claim",
+            field=models.BigIntegerField(blank=True, null=True),
+        ),
+        migrations.RunSQL(
+            "CREATE SEQUENCE messaging_claim_seq", "DROP SEQUENCE messaging_claim_seq"
+        ),
         migrations.CreateModel(
             name="Handover",
             fields=[
@@ -22,7 +23,7 @@ class Migration(migrations.Migration):
                     "pk",
                     models.CompositePrimaryKey(
                         "message_id",
-                        "attempt",
+                        "claim",
                         blank=True,
                         editable=False,
                         primary_key=True,
@@ -30,9 +31,8 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("message_id", models.BigIntegerField()),
-                ("attempt", models.PositiveSmallIntegerField()),
+                ("claim", models.BigIntegerField()),
                 ("at", models.DateTimeField()),
             ],
         ),
-        migrations.RunSQL(MARK_SENDING, migrations.RunSQL.noop),
     ]

@@ -81,6 +81,9 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 # A text still `sending` this long after its claim lost its dispatcher mid-send.
 STALE_SENDING = timedelta(minutes=10)
+# The longest a batch may go on sending after its claim: half STALE_SENDING, so a stalled
+# dispatcher can't send a text that has been settled (and maybe claimed again) meanwhile.
+BATCH_SECONDS = STALE_SENDING.total_seconds() / 2
 RETRY_BACKOFF = (
     timedelta(seconds=30),
     timedelta(minutes=2),
@@ -112,6 +115,7 @@ class DispatchReport:
     failed: int = 0
     retried: int = 0
     unknown: int = 0
+    not_handed_over: int = 0  # back in the queue: their marks couldn't be written
     unfinished: bool = False  # stopped at its time limit with texts possibly still due
 
     def add(self, other: DispatchReport) -> None:
@@ -242,8 +246,14 @@ class _Run:
                 # dispatcher's now: stop rather than pace the sender twice.
                 with handover.Marker() as marker:
                     while lease.renew() and (messages := self.claim(sender.pk, size)) is not None:
-                        if messages:
-                            self.add(_send_batch(messages, sender, pacer, marker, self.now))
+                        if not messages:
+                            continue
+                        deadline = time.monotonic() + BATCH_SECONDS
+                        result = _send_batch(messages, sender, pacer, marker, deadline, self.now)
+                        self.add(result)
+                        if result.not_handed_over:
+                            logger.error("marks can't be written: sender %s paused", sender.pk)
+                            return
 
             if lanes <= 1:
                 lane()
@@ -502,11 +512,16 @@ def _record_gate(
     """Write the gate's decisions in a few grouped UPDATEs (not one statement per text)."""
     rows = OutboundMessage.objects.filter
     if to_send:
+        with connection.cursor() as cursor:
+            claim = handover.new_claim(cursor)
+        for message in to_send:
+            message.claim = claim
         rows(pk__in=[m.pk for m in to_send]).update(
             status=MessageStatus.SENDING,
             status_reason="",
             sending_at=now,
             attempts=F("attempts") + 1,
+            claim=claim,
             sender_id=Coalesce("sender_id", Value(default_sender.pk)),
             updated_at=now,
         )
@@ -568,10 +583,12 @@ def _status_base() -> str:
 # for a batch sending to that number to finish, and a batch waits for a STOP under way.
 #
 # The outcomes are committed without waiting for the disk: if the database crashed before
-# flushing them, the texts would still be `sending` from their claim and become `unknown` —
-# never sent twice — so the flush wait buys nothing.
+# flushing them, the texts would still be `sending` under their claim with their hand-over
+# marks (removed only after this commit, by one that does wait for the disk, which flushes
+# this one too), so the sent ones become `unknown` — never sent twice — and the flush wait
+# buys nothing.
 LOCK_BATCH = """
-SELECT m.id, m.status, s.status
+SELECT m.id, m.status, m.claim, s.status
 FROM messaging_outboundmessage m JOIN messaging_subscriber s ON s.id = m.subscriber_id
 WHERE m.id = ANY(%s)
 ORDER BY s.id, m.id
@@ -580,7 +597,7 @@ FOR NO KEY UPDATE OF m FOR SHARE OF s
 RECORD_OUTCOMES = """
 UPDATE messaging_outboundmessage m
 SET status = v.status, status_reason = v.status_reason, error_code = v.error_code,
-    carrier_sid = v.carrier_sid, attempts = v.attempts, send_after = v.send_after,
+    carrier_sid = v.carrier_sid, attempts = v.attempts, claim = NULL, send_after = v.send_after,
     sending_at = v.sending_at, sent_at = v.sent_at, finished_at = v.finished_at,
     updated_at = v.updated_at
 FROM (VALUES %s) AS v(id, status, status_reason, error_code, carrier_sid, attempts,
@@ -598,18 +615,21 @@ def _send_batch(
     sender: Sender,
     pacer: Pacer,
     marker: handover.Marker,
+    deadline: float,
     clock: Callable[[], datetime] = timezone.now,
 ) -> DispatchReport:
     """Hand a claimed batch of one sender's texts to its carrier, paced, and record the
     outcomes — all in one transaction that holds the subscribers' rows (see the module doc)."""
     report = DispatchReport()
     # Once requests may have left, a failure leaves the texts `sending` (then `unknown`).
-    progress = {"handed_over": False}
+    progress = {"handed_over": False, "marked": []}
     try:
         with tenant_scope(sender.tenant):
-            opted_out = _send_locked(messages, sender, pacer, marker, clock, report, progress)
+            opted_out = _send_locked(
+                messages, sender, pacer, marker, deadline, clock, report, progress
+            )
             if progress["handed_over"]:  # outcomes committed: the marks have done their job
-                marker.forget([m.pk for m in messages])
+                marker.forget(progress["marked"])
             # Numbers the carrier says opted out, each in a transaction of its own after the
             # batch's: two batches holding one subscriber's row shared can't deadlock on it.
             for message in opted_out:
@@ -626,12 +646,17 @@ def _release(messages: list[OutboundMessage]) -> None:
     """Texts claimed but never handed to the carrier (the batch failed before its first
     request) go back to the queue as they were, instead of waiting to become `unknown`."""
     # WARNING: ids of one claimed batch; a plain status change back to queued.
-    OutboundMessage.objects.unscoped().filter(
-        pk__in=[m.pk for m in messages], status=MessageStatus.SENDING
-    ).update(status=MessageStatus.QUEUED, sending_at=None, attempts=F("attempts") - 1)
+    for claim in {m.claim for m in messages}:
+        OutboundMessage.objects.unscoped().filter(
+            pk__in=[m.pk for m in messages], status=MessageStatus.SENDING, claim=claim
+        ).update(
+            status=MessageStatus.QUEUED, sending_at=None, claim=None, attempts=F("attempts") - 1
+        )
 
 
-def _send_locked(messages, sender, pacer, marker, clock, report, progress) -> list[OutboundMessage]:
+def _send_locked(
+    messages, sender, pacer, marker, deadline, clock, report, progress
+) -> list[OutboundMessage]:
     """The batch's transaction; returns its texts the carrier refused as opted out."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
@@ -640,9 +665,9 @@ def _send_locked(messages, sender, pacer, marker, clock, report, progress) -> li
         now = clock()
         done, to_send = [], []
         for message in messages:
-            message_status, subscriber_status = found.get(message.pk, (None, None))
-            if message_status != MessageStatus.SENDING:
-                continue  # settled meanwhile (stale, canceled): not ours to record
+            message_status, claim, subscriber_status = found.get(message.pk, (None, None, None))
+            if message_status != MessageStatus.SENDING or claim != message.claim:
+                continue  # settled meanwhile (stale, canceled), maybe claimed again: not ours
             done.append(message)
             refusal = consent_refusal(message, Subscriber(status=subscriber_status))
             if refusal:
@@ -660,8 +685,9 @@ def _send_locked(messages, sender, pacer, marker, clock, report, progress) -> li
         if to_send:
             outgoing = [_outgoing(message, now) for message in to_send]
             progress["handed_over"] = True
-            attempts = [(m.pk, m.attempts) for m in to_send]
-            results = aio.run(_paced(gateway, pacer, marker, outgoing, attempts))
+            marks = [(m.pk, m.claim) for m in to_send]
+            progress["marked"] = marks
+            results = aio.run(_paced(gateway, pacer, marker, outgoing, marks, deadline))
             sent_at = clock()  # when the carrier took them
             for message, result in zip(to_send, results, strict=True):
                 _outcome(message, result, now, sent_at, report)
@@ -673,7 +699,8 @@ def _send_locked(messages, sender, pacer, marker, clock, report, progress) -> li
 
 
 class NotHandedOver(Exception):
-    """The text's mark could not be written, so it was not sent (it goes back to the queue)."""
+    """The text was not sent: its mark could not be written, or its batch ran out of time (it
+    goes back to the queue)."""
 
 
 async def _paced(
@@ -681,26 +708,37 @@ async def _paced(
     pacer: Pacer,
     marker: handover.Marker,
     outgoing: list[Outgoing],
-    attempts: list[tuple[int, int]],
+    marks: list[tuple[int, int]],
+    deadline: float,
 ) -> list:
     """Send each text at its slot (on the carrier loop), marked as handed over first (its
-    (id, attempt) in `attempts`); the carrier's answers, or the exceptions raised, in order.
-    Texts of one batch to one number go one after another. If a mark fails, neither that text
-    nor any after it is sent."""
+    (id, claim) in `marks`); the carrier's answers, or the exceptions raised, in order. Texts
+    of one batch to one number go one after another. If a mark fails, or the batch is still
+    sending at `deadline` (time.monotonic()), no text from there on is sent."""
     requests, last = [], {}
     slots = pacer.reserve(len(outgoing))
+    loop = asyncio.get_running_loop()
     marked_until = 0
+
+    async def mark(index: int, slot: float) -> None:
+        # At the slot, before the send (the pacer then records the real send time): the texts
+        # due within MARK_AHEAD of now, so a sender that fell behind marks more at once.
+        nonlocal marked_until
+        horizon = max(slot, time.time()) + MARK_AHEAD
+        upto = index + 1
+        while upto < len(outgoing) and slots[upto] < horizon:
+            upto += 1
+        await loop.run_in_executor(marker.executor, marker.mark, marks[index:upto])
+        marked_until = upto
+
     for index, (item, slot) in enumerate(zip(outgoing, slots, strict=True)):
-        mark = None
-        if index >= marked_until:
-            # Marked at the slot, before the send (the pacer then records the real send time).
-            ahead = [i for i in range(index, len(outgoing)) if slots[i] < slot + MARK_AHEAD]
-            mark = functools.partial(asyncio.to_thread, marker.mark, [attempts[i] for i in ahead])
-            marked_until = index + len(ahead)
         try:
-            await pacer.until(slot, prepare=mark)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the batch ran past its {BATCH_SECONDS:.0f} s")
+            prepare = functools.partial(mark, index, slot) if index >= marked_until else None
+            await pacer.until(slot, prepare=prepare)
         except Exception as exc:
-            unsent = NotHandedOver(f"not sent: its hand-over could not be recorded ({exc})")
+            unsent = NotHandedOver(f"not sent: {exc}")
             logger.warning("batch stopped before %s texts: %s", len(outgoing) - index, exc)
             requests += [_failed(unsent) for _ in outgoing[index:]]
             break
@@ -755,8 +793,11 @@ def _outcome(
         _finish(message, MessageStatus.FAILED, now, str(result))
         report.failed += 1
     elif isinstance(result, NotHandedOver):
+        # Not sent; tried again after the first back-off (what kept the marks from being
+        # written, or the batch on time, may still be there).
         _requeue(message, str(result))
-        report.retried += 1
+        message.send_after = now + RETRY_BACKOFF[0]
+        report.not_handed_over += 1
     else:
         # No answer (OutcomeUnknown), or anything unexpected once the request may have left:
         # never sent again; the receipt or reconciliation settles it.
@@ -840,34 +881,41 @@ def _carrier_opt_out(message: OutboundMessage, now: datetime) -> None:
 
 
 def sending_settle_stale(*, now: datetime) -> int:
-    """Texts left `sending` by a dispatcher that died mid-send: those it marked as handed over
-    (messaging.handover) may have reached the carrier and become `unknown`, never sent again
-    (a late receipt still settles them); those it never marked go back to the queue. Stale
-    means STALE_SENDING past the claim: far longer than any batch, so no live dispatcher can
-    still be about to send one. Returns the texts settled."""
+    """Texts left `sending` by a dispatcher that died mid-send (messaging.handover): those its
+    claim marked as handed over may have reached the carrier and become `unknown`, never sent
+    again (a late receipt still settles them), as do those claimed by a release that kept no
+    claim numbers; those never marked go back to the queue, where the gate decides again.
+    Stale means STALE_SENDING past the claim, twice the longest a batch may send
+    (BATCH_SECONDS), so no live dispatcher can still be about to send one. Returns the texts
+    settled."""
     with transaction.atomic(), connection.cursor() as cursor:
         # WARNING: every tenant's stale texts; plain status changes, no per-tenant logic.
-        stale = list(
+        stale = dict(
             OutboundMessage.objects.unscoped()
             .filter(status=MessageStatus.SENDING, sending_at__lt=now - STALE_SENDING)
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:10000]
+            .values_list("pk", "claim")[:10000]
         )
-        handed_over = handover.marked(cursor, stale) if stale else set()
-        handover.forget(cursor, list(handed_over))
+        handed_over = handover.marked(cursor, list(stale)) if stale else set()
+        unsent = [pk for pk, claim in stale.items() if claim is not None and pk not in handed_over]
+        unknown = [pk for pk in stale if pk not in unsent]
         rows = OutboundMessage.objects.unscoped().filter
-        rows(pk__in=handed_over).update(
+        rows(pk__in=unknown).update(
             status=MessageStatus.UNKNOWN,
             status_reason="the dispatcher stopped while sending it; not sent again",
+            claim=None,
             updated_at=now,
         )
-        rows(pk__in=[pk for pk in stale if pk not in handed_over]).update(
+        rows(pk__in=unsent).update(
             status=MessageStatus.QUEUED,
             status_reason="the dispatcher stopped before sending it; queued again",
             sending_at=None,
+            claim=None,
             attempts=F("attempts") - 1,
             updated_at=now,
         )
+        if unknown:
+            handover.forget_texts(cursor, unknown)
         handover.purge(cursor, now - STALE_SENDING)
         return len(stale)
 

@@ -25,7 +25,7 @@ from loyaltysms.tenancy.context import tenant_scope
 from messaging import handover
 from messaging.gateways import sandbox
 from messaging.models import Handover, MessageKind, OutboundMessage, Subscriber
-from messaging.ratelimit import SenderLease, redis_client
+from messaging.ratelimit import Pacer, SenderLease, redis_client
 from messaging.services.dispatch import STALE_SENDING, dispatch_due, sending_settle_stale
 from messaging.services.setup import messaging_settings_get
 from messaging.services.status import sandbox_receipts_deliver
@@ -197,10 +197,107 @@ def test_a_batch_whose_marks_fail_stops_and_its_unsent_texts_go_later(
     monkeypatch.setattr(sandbox.SandboxGateway, "send_async", send_async)
 
     report = dispatch_due()
-    assert report.retried > 0  # texts not handed over went back to the queue…
+    assert report.not_handed_over > 0 and report.unknown == 0
     with tenant_scope(tenant):
-        again = OutboundMessage.objects.filter(status_reason__startswith="not sent")
-        assert again.count() == 0  # …and were sent in the same run, once
-    assert report.sent == 100 and statuses(tenant) == {"sent": 100}
+        again = OutboundMessage.objects.filter(status="queued")
+        assert again.count() == 100 - report.sent  # the rest waits, none lost
+        assert min(again.values_list("send_after", flat=True)) > timezone.now()  # backed off
+    assert sorted(taken) == sorted(set(taken)) and len(taken) == report.sent
+
+    later = dispatch_due(now=lambda: timezone.now() + timedelta(minutes=1))
+    assert report.sent + later.sent == 100 and statuses(tenant) == {"sent": 100}
     assert sorted(taken) == sorted(set(taken)) and len(taken) == 100
     assert all(len(sids) == 1 for sids in taken_by_the_sandbox(tenant.pk).values())
+
+
+def test_every_text_is_marked_before_its_request_leaves(alice_brand, alice_sender, monkeypatch):
+    tenant = alice_brand.tenant
+    alice_sender.mps = 500
+    alice_sender.save()
+    with tenant_scope(tenant):
+        queue_texts(tenant, alice_sender, 60)
+    db = connection.settings_dict
+    observer = psycopg2.connect(
+        dbname=db["NAME"], host=db["HOST"], port=db["PORT"], user=db["USER"]
+    )
+    observer.autocommit = True
+    unmarked = []
+    original_send = sandbox.SandboxGateway.send_async
+
+    async def send_async(self, message):
+        # What another connection sees at the moment the request leaves.
+        with observer.cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM messaging_handover h JOIN messaging_outboundmessage m "
+                "ON m.id = h.message_id AND m.claim = h.claim WHERE h.message_id = %s",
+                [message.message_id],
+            )
+            if cursor.fetchone() is None:
+                unmarked.append(message.message_id)
+        return await original_send(self, message)
+
+    monkeypatch.setattr(sandbox.SandboxGateway, "send_async", send_async)
+    try:
+        assert dispatch_due().sent == 60
+    finally:
+        observer.close()
+    assert unmarked == []
+    assert not Handover.objects.exists()  # each batch removed its marks once recorded
+
+
+def test_a_stalled_batch_never_sends_a_text_settled_and_claimed_again(alice_brand, alice_sender):
+    """A dispatcher that stalled between its claim and its send (past STALE_SENDING) finds its
+    texts settled and claimed by another dispatcher: it sends none of them."""
+    from messaging.services.dispatch import DispatchReport, _claim, _send_batch
+
+    tenant = alice_brand.tenant
+    with tenant_scope(tenant):
+        queue_texts(tenant, alice_sender, 3)
+    redis_client(settings.REDIS_URL).delete(sandbox.RECEIPTS_KEY)
+    now = timezone.now()
+    stalled = _claim(now, 10, DispatchReport(), sender_ids=[alice_sender.pk])
+    assert len(stalled) == 3
+    # Ten minutes on: settled (never marked: back in the queue), then claimed again.
+    assert sending_settle_stale(now=now + STALE_SENDING + timedelta(seconds=1)) == 3
+    again = _claim(now, 10, DispatchReport(), sender_ids=[alice_sender.pk])
+    assert {m.claim for m in again} != {m.claim for m in stalled}
+
+    pacer = Pacer(1000)
+    with handover.Marker() as marker:
+        late = _send_batch(stalled, alice_sender, pacer, marker, time.monotonic() + 60)
+        assert late.sent == 0 and taken_by_the_sandbox(tenant.pk) == {}
+        current = _send_batch(again, alice_sender, pacer, marker, time.monotonic() + 60)
+    assert current.sent == 3 and statuses(tenant) == {"sent": 3}
+    assert all(len(sids) == 1 for sids in taken_by_the_sandbox(tenant.pk).values())
+
+
+def test_the_pacer_counts_a_send_when_it_leaves_after_its_preparation():
+    """`prepare` (the mark) runs at the slot; the send time recorded is after it, and the
+    window cap is checked again; a failed preparation records nothing."""
+    import asyncio
+
+    async def scenario():
+        pacer = Pacer(2)  # 2 a second: slots ~0.5 s apart, at most 2 in any 1.01 s
+        first, second, third = pacer.reserve(3)
+        prepared = []
+
+        async def slow_mark():
+            await asyncio.sleep(0.3)
+            prepared.append(time.time())
+
+        await pacer.until(first)
+        await pacer.until(second, prepare=slow_mark)
+        assert pacer.sent[-1] >= prepared[0]  # counted when it leaves, after the mark
+
+        async def failing_mark():
+            raise OSError("no database")
+
+        with pytest.raises(OSError):
+            await pacer.until(third, prepare=failing_mark)
+        assert len(pacer.sent) == 2 and pacer.in_flight == 2  # nothing recorded for it
+        # The cap, counted from the real send times: a third send waits for the window.
+        oldest = pacer.sent[0]
+        await pacer.until(third)
+        assert time.time() >= oldest + 1.01 - 0.005
+
+    asyncio.run(scenario())

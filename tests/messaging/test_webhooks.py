@@ -231,41 +231,64 @@ def test_a_receipt_settles_a_text_whose_outcome_was_unknown(sent_message):
     assert (sent_message.status, sent_message.carrier_sid) == ("delivered", "SM" + "5" * 32)
 
 
-def make_stale(message: OutboundMessage, *, marked_attempt: int | None = None) -> None:
-    """The text as a dispatcher that died mid-batch leaves it: `sending` since its claim 11
-    minutes ago, marked as handed over (for that attempt) or not."""
+def make_stale(
+    message: OutboundMessage, *, claim: int | None = 7, marked_claim: int | None = None
+) -> None:
+    """The text as a dispatcher that died mid-batch leaves it: `sending` under `claim` since
+    11 minutes ago, with a hand-over mark for `marked_claim` or none."""
     from messaging.models import Handover
 
     OutboundMessage.objects.unscoped().filter(pk=message.pk).update(
-        status="sending", sending_at=timezone.now() - timedelta(minutes=11)
+        status="sending", claim=claim, sending_at=timezone.now() - timedelta(minutes=11)
     )
-    if marked_attempt is not None:
-        Handover.objects.create(message_id=message.pk, attempt=marked_attempt, at=timezone.now())
+    if marked_claim is not None:
+        Handover.objects.create(message_id=message.pk, claim=marked_claim, at=timezone.now())
 
 
-def test_a_stale_text_handed_over_becomes_unknown_and_is_never_sent_again(sent_message):
+@pytest.mark.parametrize(
+    ("claim", "marked_claim"), [(7, 7), (None, None)], ids=["marked", "claimed-by-old-release"]
+)
+def test_a_stale_text_that_may_have_left_becomes_unknown_and_is_never_sent_again(
+    sent_message, claim, marked_claim
+):
     from messaging.models import Handover
     from messaging.services.dispatch import sending_settle_stale
 
-    make_stale(sent_message, marked_attempt=sent_message.attempts)
+    make_stale(sent_message, claim=claim, marked_claim=marked_claim)
     assert sending_settle_stale(now=timezone.now()) == 1
     sent_message.refresh_from_db()
-    assert sent_message.status == "unknown"
-    assert dispatch_due().claimed == 0
+    assert (sent_message.status, sent_message.claim) == ("unknown", None)
+    assert dispatch_due(now=lambda: timezone.now() + timedelta(days=1)).claimed == 0
     assert not Handover.objects.filter(message_id=sent_message.pk).exists()
 
 
-@pytest.mark.parametrize("marked_attempt", [None, 0], ids=["unmarked", "marked-earlier-try"])
-def test_a_stale_text_never_handed_over_is_queued_again_and_sent_once(sent_message, marked_attempt):
+@pytest.mark.parametrize("marked_claim", [None, 6], ids=["unmarked", "marked-under-another-claim"])
+def test_a_stale_text_never_handed_over_is_queued_again_and_sent_once(sent_message, marked_claim):
     from messaging.services.dispatch import sending_settle_stale
 
     attempts = sent_message.attempts
-    make_stale(sent_message, marked_attempt=marked_attempt)
+    make_stale(sent_message, claim=7, marked_claim=marked_claim)
     assert sending_settle_stale(now=timezone.now()) == 1
     sent_message.refresh_from_db()
     assert (sent_message.status, sent_message.attempts) == ("queued", attempts - 1)
-    assert sent_message.sending_at is None
+    assert sent_message.sending_at is None and sent_message.claim is None
     report = dispatch_due()
     assert (report.claimed, report.sent) == (1, 1)
     sent_message.refresh_from_db()
     assert (sent_message.status, sent_message.attempts) == ("sent", attempts)
+
+
+def test_a_requeued_text_meets_the_gate_again(sent_message):
+    """A STOP while the text sat `sending` under a dead dispatcher: requeued, then
+    suppressed by the gate — never sent to the number that opted out."""
+    from messaging.services.dispatch import sending_settle_stale
+
+    make_stale(sent_message, claim=7)
+    Subscriber.objects.unscoped().filter(pk=sent_message.subscriber_id).update(
+        status="unsubscribed"
+    )
+    assert sending_settle_stale(now=timezone.now()) == 1
+    report = dispatch_due()
+    assert (report.claimed, report.sent, report.suppressed) == (1, 0, 1)
+    sent_message.refresh_from_db()
+    assert sent_message.status == "suppressed"
