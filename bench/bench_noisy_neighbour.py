@@ -22,11 +22,15 @@ with how busy the whole machine was in each phase.
 The product's per-brand API rate limit (loyaltysms.throttling) is what keeps A's flood off
 B, so the bench gives each brand the limit its share means, through the same per-brand
 setting staff use (Tenant.api_rate_per_second / api_rate_burst): the share's rate, with a
-burst of `--burst-seconds` of it (default 1: "N requests a second"). Both brands get the same
-limit. Only the warm-up and the capacity measurement, which must see the server's own
-capacity, run with the limits lifted. A's requests beyond its limit are answered 429 by the
-real throttle and counted (a 429 to B, or to A at its share, is a failure); A's requests go
-to the same endpoints with the same bodies in every phase.
+burst of `--burst-seconds` of it (default 1: the share read as "N requests a second"; the
+product's default limit holds 5 s, API_RATE_BURST / API_RATE_PER_SECOND = 100 / 20, which
+`--burst-seconds 5` gives: each flood phase then opens with A's full 5 s bucket spent at 10x,
+and 20-s phases repeat that opening in every round where a sustained flood has it once).
+Both brands get the same limit.
+Only the warm-up and the capacity measurement, which must see the server's own capacity, run
+with the limits lifted. A's requests beyond its limit are answered 429 by the real throttle
+and counted (a 429 to B, or to A at its share, is a failure); A's requests go to the same
+endpoints with the same bodies in every phase.
 """
 
 from __future__ import annotations
@@ -197,7 +201,7 @@ def main() -> int:
         type=float,
         default=1.0,
         help="each brand's API rate limit: its share a second, with a burst of this many "
-        "seconds of it",
+        "seconds of it (the product's defaults hold 5 s)",
     )
     args = parser.parse_args()
 

@@ -6,14 +6,8 @@
 - bench/bare-twiml: what any Django view answering a carrier webhook must do at the least:
   the same middleware, parse the form, answer the constant empty TwiML. The difference to
   /webhooks/twilio/inbound is the STOP handling's own work (bench_stop_webhook.py).
-- bench/over-limit: what a per-brand API rate limit would answer a brand over its share (the
-  product has none): the same API-key authentication, one Redis counter for the brand's
-  second, 429. bench_noisy_neighbour.py --limit-estimate sends the noisy brand's excess here.
 """
 
-import time
-
-from django.core.cache import cache
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import path
@@ -41,18 +35,6 @@ class BareOrderApi(TenantAPIView):
         return Response({"order_id": data["order_id"]}, status=201)
 
 
-class OverLimitApi(TenantAPIView):
-    def answer(self, request, *args, **kwargs):
-        key = f"bench:over-limit:{self.tenant.pk}:{int(time.time())}"
-        cache.add(key, 0, timeout=5)
-        cache.incr(key)
-        return Response(
-            {"title": "Too many requests for this brand"}, status=429, headers={"Retry-After": "1"}
-        )
-
-    get = post = answer
-
-
 @csrf_exempt
 @require_POST
 def bare_twiml(request):
@@ -63,6 +45,5 @@ def bare_twiml(request):
 urlpatterns = [
     path("bench/bare-orders", BareOrderApi.as_view()),
     path("bench/bare-twiml", bare_twiml),
-    path("bench/over-limit", OverLimitApi.as_view()),
     *project_urlpatterns,
 ]

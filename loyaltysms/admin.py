@@ -25,6 +25,6 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "timezone", "currency", "created_at"]
+    list_display = ["slug", "name", "timezone", "currency", "api_rate_per_second", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]

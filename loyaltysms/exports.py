@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from loyaltysms.models import Export, ExportStatus, Tenant, User
@@ -164,11 +164,15 @@ def export_create(*, tenant: Tenant, kind: str, filters: dict, user: User) -> Ex
 
 def exports_purge(*, now: datetime) -> int:
     """Every brand's exports older than EXPORT_KEPT_DAYS are deleted (they hold personal
-    data); one queued or running longer than STUCK_AFTER is marked failed (its worker died or
-    its task was lost), so its page stops waiting and says to try again."""
-    Export.objects.unscoped().filter(
-        status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING], created_at__lt=now - STUCK_AFTER
-    ).update(status=ExportStatus.FAILED, finished_at=now)
+    data); one running longer than STUCK_AFTER is marked failed (its worker died), so its
+    page stops waiting and says to try again. One still queued is not failed: its task may
+    have been lost, and beat sends it again (loyaltysms.jobs)."""
+    started_before = Q(started_at__lt=now - STUCK_AFTER)
+    # Exports started before started_at was kept: counted from when they were made.
+    started_before |= Q(started_at__isnull=True, created_at__lt=now - STUCK_AFTER)
+    Export.objects.unscoped().filter(started_before, status=ExportStatus.RUNNING).update(
+        status=ExportStatus.FAILED, finished_at=now
+    )
     deleted, _ = (
         Export.objects.unscoped()
         .filter(created_at__lt=now - timedelta(days=EXPORT_KEPT_DAYS))
@@ -181,7 +185,7 @@ def export_run(*, tenant: Tenant, export_id: int) -> Export | None:
     """Write one queued export once (a redelivered task finds it claimed)."""
     with tenant_scope(tenant):
         claimed = Export.objects.filter(pk=export_id, status=ExportStatus.QUEUED).update(
-            status=ExportStatus.RUNNING
+            status=ExportStatus.RUNNING, started_at=timezone.now()
         )
         if claimed != 1:
             return None

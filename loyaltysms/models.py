@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -85,6 +85,21 @@ class Tenant(models.Model):
     )
     # The home page's setup checklist, put away by an admin (None: shown until done).
     setup_hidden_at = models.DateTimeField(null=True, blank=True)
+    # This brand's REST API limit, set by staff (None: API_RATE_PER_SECOND / API_RATE_BURST).
+    api_rate_per_second = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01)],
+        help_text="Sustained API requests a second, all this brand's keys together. "
+        "Empty: the default (API_RATE_PER_SECOND).",
+    )
+    api_rate_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="API requests accepted at once after a quiet spell. "
+        "Empty: the default (API_RATE_BURST).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -168,6 +183,10 @@ class Invitation(TenantOwnedModel):
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The accept link while its email is owed (encrypted under FIELD_ENCRYPTION_KEY), cleared
+    # once sent: a link that beat can still send if the task to send it was lost (the broker
+    # was away). Only the token's hash is kept for good.
+    email_link_encrypted = models.BinaryField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at"], name="invitation_tenant_created")]
@@ -239,6 +258,9 @@ class Export(TenantOwnedModel):
     content = models.BinaryField(default=b"")  # gzip of the CSV, once done
     size = models.BigIntegerField(default=0)  # the CSV's bytes, unzipped
     created_at = models.DateTimeField(auto_now_add=True)
+    # A queued export may wait for its worker a long time (the broker was away): whether one
+    # is stuck counts from when it started.
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -24,6 +27,7 @@ from loyaltysms.models import (
     User,
 )
 from loyaltysms.tenancy.context import tenant_scope
+from messaging.crypto import decrypt, encrypt
 
 API_KEY_PREFIX = "lsk"
 INVITATION_VALID_FOR = timedelta(days=7)
@@ -164,11 +168,19 @@ def tenant_setup_hide(*, tenant: Tenant, hide: bool, actor: User | None = None) 
 class NewInvitation:
     invitation: Invitation
     token: str  # goes into the link; only its hash is stored
+    link: str = ""  # the accept link, when emailed
 
 
 @transaction.atomic
-def invitation_create(*, tenant: Tenant, email: str, role: str, invited_by: User) -> NewInvitation:
-    """Invite a person by email; an earlier open invitation for the same email is replaced."""
+def invitation_create(
+    *, tenant: Tenant, email: str, role: str, invited_by: User, site_url: str = ""
+) -> NewInvitation:
+    """Invite a person by email; an earlier open invitation for the same email is replaced.
+    Given the site's address, the accept link is emailed: the row keeps it until the email
+    has gone (invitation_email_send), so beat sends it if the task to send it is lost."""
+    from loyaltysms.tasks import send_invitation_email  # (loyaltysms.tasks imports services)
+    from loyaltysms.tenancy.tasks import enqueue_on_commit
+
     email = User.objects.normalize_email(email).lower()
     if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
         raise ValidationError({"email": f"{email} is a member already."})
@@ -182,15 +194,55 @@ def invitation_create(*, tenant: Tenant, email: str, role: str, invited_by: User
             email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
         ).update(revoked_at=now)
         token = secrets.token_urlsafe(32)
+        link = site_url.rstrip("/") + reverse("invitation_accept", args=[token]) if site_url else ""
         invitation = Invitation.objects.create(
             email=email,
             role=role,
             token_hash=hash_secret(token),
             invited_by=invited_by,
             expires_at=now + INVITATION_VALID_FOR,
+            email_link_encrypted=encrypt(link) if link else None,
         )
     audit(tenant=tenant, actor=invited_by, action="member.invited", target=email, role=role)
-    return NewInvitation(invitation=invitation, token=token)
+    if link:
+        enqueue_on_commit(send_invitation_email, tenant.pk, invitation.pk)
+    return NewInvitation(invitation=invitation, token=token, link=link)
+
+
+def invitation_email_send(
+    *, tenant: Tenant, invitation_id: int, now: datetime, accept_url: str = ""
+) -> bool:
+    """Email an invitation's link once (True when it went). The row stays locked while the
+    email goes out, so a second task for it (the first message arrived late, after beat had
+    sent it again) skips it, then finds nothing owed; an email that fails to go stays owed
+    for beat to retry. `accept_url`: the link given by a task sent before the row kept it."""
+    with transaction.atomic(), tenant_scope(tenant):
+        invitation = (
+            Invitation.objects.select_for_update(skip_locked=True).filter(pk=invitation_id).first()
+        )
+        owed = invitation.email_link_encrypted if invitation else None
+        link = decrypt(owed) if owed else (accept_url if invitation else "")
+        if not link:
+            return False  # sent already, being sent, or not this tenant's
+        usable = not (
+            invitation.accepted_at or invitation.revoked_at or invitation.expires_at <= now
+        )
+        if usable:
+            inviter = invitation.invited_by.email if invitation.invited_by else "A teammate"
+            send_mail(
+                subject=f"You're invited to {tenant.name} on loyaltysms",
+                message=(
+                    f"{inviter} invited you to join {tenant.name} as "
+                    f"{invitation.get_role_display()}.\n\nAccept: {link}\n\nThe link works once "
+                    f"and expires on {invitation.expires_at:%Y-%m-%d}."
+                ),
+                from_email=settings.DEFAULT_FROM_EMAIL,
+                recipient_list=[invitation.email],
+            )
+        if owed:
+            invitation.email_link_encrypted = None  # owed no more: sent, or not worth sending
+            invitation.save(update_fields=["email_link_encrypted"])
+    return usable
 
 
 @transaction.atomic

@@ -229,9 +229,18 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "loyaltysms <no-reply@
 
 # --- REST API -------------------------------------------------------------------------------
 
+# Each brand's REST API limit, all its keys together: a sustained rate and a burst (a token
+# bucket; Tenant.api_rate_per_second / api_rate_burst override them for one brand). 20 a
+# second is 72,000 an hour: many times a busy store's own traffic (an order and a member read
+# or two per sale); the burst of 100 lets a sync or a retry after an outage catch up.
+API_RATE_PER_SECOND = float(os.environ.get("API_RATE_PER_SECOND", "20"))
+API_RATE_BURST = int(os.environ.get("API_RATE_BURST", "100"))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["loyaltysms.tenancy.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["loyaltysms.tenancy.authentication.HasTenant"],
+    # Per brand, for requests made with an API key (the widget's views have their own).
+    "DEFAULT_THROTTLE_CLASSES": ["loyaltysms.throttling.BrandRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "loyaltysms.problems.problem_exception_handler",
@@ -244,7 +253,7 @@ REST_FRAMEWORK = {
         "widget_subscribe": "10/min",
         "widget_redeem": "20/min",
     },
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "loyaltysms.tenancy.schema.ApiSchema",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -303,6 +312,9 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     # Exports hold personal data: deleted after their week; stuck ones marked failed.
     "purge-exports": {"task": "loyaltysms.tasks.purge_exports", "schedule": 60 * 60},
+    # Imports, exports, dry runs and invitation emails whose task was lost (the broker was
+    # away when they were made) sent again (loyaltysms.jobs).
+    "requeue-waiting-jobs": {"task": "loyaltysms.tasks.requeue_waiting_jobs", "schedule": 60},
     # Outgoing webhooks: new events fanned out to the brands' endpoints; due deliveries sent.
     "hooks-tick": {"task": "hooks.tasks.hooks_tick", "schedule": 5},
     # Deliveries hold personal data: delivered ones kept 30 days, failed ones 90.

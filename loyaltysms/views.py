@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from loyaltysms import dashboard, exports, forms, selectors, services
 from loyaltysms.models import ExportStatus, Role, User
-from loyaltysms.tasks import export_csv, send_invitation_email
+from loyaltysms.tasks import export_csv
 from loyaltysms.tenancy.middleware import SESSION_TENANT_KEY
 from loyaltysms.tenancy.tasks import enqueue_on_commit
 from programs.services.program import program_get, program_starter_apply
@@ -275,14 +275,12 @@ def team(request):
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 invited_by=request.user,
+                site_url=request.build_absolute_uri("/"),
             )
         except ValidationError as error:
             _form_errors(form, error)
         else:
-            invite_link = request.build_absolute_uri(reverse("invitation_accept", args=[new.token]))
-            enqueue_on_commit(
-                send_invitation_email, request.tenant.pk, new.invitation.pk, invite_link
-            )
+            invite_link = new.link
             messages.success(request, f"Invitation sent to {new.invitation.email}.")
             form = forms.InviteForm(inviter=request.membership)
     return render(

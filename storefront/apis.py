@@ -27,6 +27,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from loyaltysms.tenancy.context import activate
+from loyaltysms.throttling import let_through_while_cache_down
 from messaging.models import (
     ConsentAction,
     ConsentRecord,
@@ -73,12 +74,9 @@ class WidgetThrottle(ScopedRateThrottle):
     def get_cache_key(self, request, view):
         return f"throttle:{self.scope}:{view.widget.pk}:{self.get_ident(request)}"
 
+    @let_through_while_cache_down
     def allow_request(self, request, view):
-        try:
-            return super().allow_request(request, view)
-        except RedisError as exc:
-            logger.warning("widget throttle skipped: no cache", extra={"error": str(exc)})
-            return True
+        return super().allow_request(request, view)
 
 
 class WidgetApi(APIView):

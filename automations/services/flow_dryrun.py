@@ -23,6 +23,7 @@ they are now, plus the points the run itself gave).
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from zoneinfo import ZoneInfo
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from automations.flows.spec import DATE_TRIGGERS, FlowInvalid
 from automations.models import (
@@ -428,11 +430,7 @@ def flow_dry_run_execute(*, job: FlowDryRun, now: datetime) -> FlowDryRun:
         key = PROGRESS_KEY.format(job.pk)
         try:
             report = flow_dry_run(
-                flow=job.flow,
-                days=job.days,
-                now=now,
-                # The run's own writes are undone: its progress goes to the cache.
-                progress=lambda done: cache.set(key, done, 3600),
+                flow=job.flow, days=job.days, now=now, progress=_ProgressNote(key)
             )
         except Exception as error:
             FlowDryRun.objects.filter(pk=job.pk).update(
@@ -445,11 +443,34 @@ def flow_dry_run_execute(*, job: FlowDryRun, now: datetime) -> FlowDryRun:
             report=report_json(report),
             finished_at=timezone.now(),
         )
-        cache.delete(key)
+        with contextlib.suppress(RedisError):  # expires on its own within the hour
+            cache.delete(key)
         return FlowDryRun.objects.get(pk=job.pk)
 
 
-def dry_run_progress(job: FlowDryRun) -> float:
+class _ProgressNote:
+    """The run's progress, for its page. The run's own writes are undone at its end, so it
+    goes to the cache, as a nicety: a cache that can't be reached is given up on for the rest
+    of the run (each try could wait its timeout), and the run goes on without it."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.reachable = True
+
+    def __call__(self, done: float) -> None:
+        if not self.reachable:
+            return
+        try:
+            cache.set(self.key, done, 3600)
+        except RedisError:
+            self.reachable = False
+
+
+def dry_run_progress(job: FlowDryRun) -> float | None:
+    """How far the run is, 0 to 1; None while it runs and the cache can't say."""
     if job.status == DryRunStatus.RUNNING:
-        return cache.get(PROGRESS_KEY.format(job.pk), 0.0)
+        try:
+            return cache.get(PROGRESS_KEY.format(job.pk), 0.0)
+        except RedisError:
+            return None
     return 1.0 if job.status == DryRunStatus.DONE else 0.0

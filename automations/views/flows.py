@@ -286,13 +286,14 @@ def flow_dry_run(request, flow_id: int, job_id: int):
     report = job.report or {}
     steps = report.get("steps", {})
     ordered = [(sid, flow.steps["steps"].get(sid), steps[sid]) for sid in steps]
+    progress = dry_run_progress(job)  # None: not known just now (the cache is away)
     return _page(
         request,
         template,
         {
             "flow": flow,
             "job": job,
-            "progress": round(100 * dry_run_progress(job)),
+            "progress": None if progress is None else round(100 * progress),
             "working": job.status in (DryRunStatus.QUEUED, DryRunStatus.RUNNING) and not lost,
             "lost": lost,
             "report": report,

@@ -6,6 +6,7 @@
   protected-methods rule): they declare `model` and may narrow with scoped_queryset(); the
   queryset always starts from `model.objects.filter(tenant=request.tenant)`.
 - Every post() is wrapped for Idempotency-Key (loyaltysms.idempotency).
+- Every answer counted by the brand's rate limit carries X-RateLimit-Limit / -Remaining.
 - A class-level `queryset = Model.objects.all()` on a tenant-owned model raises at import
   time (no tenant is in scope then), so the usual DRF idiom cannot slip through either.
 """
@@ -30,7 +31,20 @@ class IdempotentPostMixin:
             cls.post = idempotent(post)
 
 
-class TenantAPIView(IdempotentPostMixin, APIView):
+class RateLimitHeadersMixin:
+    """X-RateLimit-Limit / -Remaining on every answer the brand's rate limit counted (the
+    429s included), from what loyaltysms.throttling.BrandRateThrottle learnt."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        rate_limit = getattr(request, "rate_limit", None)
+        if rate_limit is not None:
+            response["X-RateLimit-Limit"] = str(rate_limit.burst)
+            response["X-RateLimit-Remaining"] = str(rate_limit.remaining)
+        return response
+
+
+class TenantAPIView(RateLimitHeadersMixin, IdempotentPostMixin, APIView):
     """Base of every storefront endpoint that isn't a plain model list/detail."""
 
     @property
@@ -38,7 +52,7 @@ class TenantAPIView(IdempotentPostMixin, APIView):
         return self.request.auth.tenant
 
 
-class TenantGenericAPIView(IdempotentPostMixin, GenericAPIView):
+class TenantGenericAPIView(RateLimitHeadersMixin, IdempotentPostMixin, GenericAPIView):
     """Base of every model-backed storefront endpoint; see the module docstring."""
 
     model = None

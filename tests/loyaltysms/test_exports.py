@@ -172,10 +172,17 @@ def test_exports_are_kept_a_week_and_stuck_ones_fail(alice_brand, alice_client, 
     assert alice_client.get(reverse("export_detail", args=[old.pk])).status_code == 404
     assert exports.exports_purge(now=now) == 1
     assert not Export.objects.unscoped().filter(pk=old.pk).exists()
-    # A job never finished an hour on (its worker died, its task was lost) stops waiting.
+    # A job still running an hour after it started (its worker died) stops waiting; one never
+    # started is left queued for beat to send again (test_job_recovery.py).
+    Export.objects.unscoped().filter(pk=stuck.pk).update(
+        status=ExportStatus.RUNNING, started_at=now
+    )
+    waiting = start(alice_client, "subscribers")
     assert exports.exports_purge(now=now + exports.STUCK_AFTER + timedelta(seconds=1)) == 0
     stuck.refresh_from_db()
+    waiting.refresh_from_db()
     assert stuck.status == ExportStatus.FAILED
+    assert waiting.status == ExportStatus.QUEUED
     page = signed_in(charlie_brand.owner).get(reverse("export_detail", args=[stuck.pk]))
     assert (
         "stopped on an error" in page.content.decode() and "hx-trigger" not in page.content.decode()

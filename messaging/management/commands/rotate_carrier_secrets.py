@@ -29,6 +29,7 @@ class Command(BaseCommand):
             # WARNING: every tenant's rows, on purpose: a key rotation covers all of them.
             manager = getattr(model.objects, "unscoped", None)
             rows = (manager() if manager else model.objects.all()).select_for_update().only(name)
+            rows = rows.exclude(**{f"{name}__isnull": True})  # nothing stored
             count = 0
             for row in rows:
                 setattr(row, name, rotate(getattr(row, name)))

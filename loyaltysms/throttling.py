@@ -1,0 +1,125 @@
+"""Rate limits counted in the Redis cache: the REST API's per-brand limit, and the rule every
+such limit follows while the cache can't be reached.
+
+Kept apart from the views: DRF imports its DEFAULT_THROTTLE_CLASSES while
+`rest_framework.views` is still loading, so this module must not import DRF views.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from redis.commands.core import Script
+from redis.exceptions import RedisError
+from rest_framework.throttling import BaseThrottle
+
+from loyaltysms.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+
+def let_through_while_cache_down(allow_request):
+    """For a throttle's allow_request(): while the Redis cache can't be reached the request is
+    let through, and logged. A rate limit slows a client down; the API and the storefront must
+    not go down with the cache (the cache's client gives up within about two seconds)."""
+
+    @functools.wraps(allow_request)
+    def allow_request_or_let_through(self, request, view) -> bool:
+        try:
+            return allow_request(self, request, view)
+        except RedisError as exc:
+            logger.warning(
+                "rate limit skipped: no cache",
+                extra={"throttle": type(self).__name__, "error": str(exc)},
+            )
+            return True
+
+    return allow_request_or_let_through
+
+
+# A token bucket kept as GCRA (the generic cell rate algorithm): one key per brand holding the
+# "theoretical arrival time" of its next request, in microseconds of Redis's own clock (so web
+# servers' clocks don't matter). Atomic and one round trip, however many workers count at once.
+# KEYS[1]: the brand's bucket. ARGV[1]: microseconds between requests at the sustained rate;
+# ARGV[2]: the burst (requests a full bucket lets through at once).
+# Returns {allowed (1/0), requests left now, microseconds until the next one is allowed}.
+TOKEN_BUCKET = b"""
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then
+    tat = now
+end
+local next_tat = tat + interval
+local allow_at = next_tat - interval * burst
+if now < allow_at then
+    return {0, 0, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX',
+           math.ceil((next_tat - now) / 1000))
+return {1, math.floor((now - allow_at) / interval), 0}
+"""
+# The script's SHA is computed once; each call is an EVALSHA on the cache's own connection pool
+# (the script is loaded on the first call a Redis server hasn't seen).
+_token_bucket = Script(None, TOKEN_BUCKET)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """What a request learnt about its brand's bucket (the X-RateLimit-* headers)."""
+
+    burst: int
+    remaining: int
+
+
+def api_rate_for(tenant) -> tuple[float, int]:
+    """The brand's REST API limit: (sustained requests a second, burst)."""
+    rate = tenant.api_rate_per_second or settings.API_RATE_PER_SECOND
+    burst = tenant.api_rate_burst or settings.API_RATE_BURST
+    return rate, burst
+
+
+class BrandRateThrottle(BaseThrottle):
+    """The REST API's per-brand limit: every request made with any of a brand's API keys draws
+    from one token bucket for the brand, refilled at API_RATE_PER_SECOND and holding at most
+    API_RATE_BURST (Tenant.api_rate_per_second / api_rate_burst override both). Beyond it DRF
+    answers 429 with Retry-After before the view runs: no serializer, no write.
+
+    Not DRF's SimpleRateThrottle: it reads the history of timestamps and writes it back (two
+    round trips, and concurrent workers overwrite each other's counts, as DRF's docs warn), it
+    stores one timestamp per request in the window, and its rate is fixed per class while here
+    it depends on the brand. Requests without an API key (the dashboard's session, the widget,
+    the webhooks) are not counted here."""
+
+    scope = "api"
+
+    def __init__(self):
+        self.retry_after: float | None = None
+
+    @let_through_while_cache_down
+    def allow_request(self, request, view) -> bool:
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):
+            return True
+        rate, burst = api_rate_for(api_key.tenant)
+        key = cache.make_and_validate_key(f"throttle:{self.scope}:{api_key.tenant_id}")
+        # Django's Redis cache has no public way to run a script; its client is the one with
+        # the timeouts that keep a dead or hung cache from holding the request.
+        client = cache._cache.get_client(key, write=True)
+        allowed, remaining, wait_us = _token_bucket(
+            keys=[key], args=[max(1, round(1_000_000 / rate)), burst], client=client
+        )
+        request.rate_limit = RateLimit(burst=burst, remaining=remaining)
+        if allowed:
+            return True
+        self.retry_after = wait_us / 1_000_000
+        return False
+
+    def wait(self) -> float | None:
+        return self.retry_after

@@ -1,0 +1,129 @@
+"""The REST API's per-brand rate limit: a brand over it gets 429 with Retry-After before
+anything is done, other brands don't notice, staff can give one brand more, and the API keeps
+answering while the Redis cache that counts is down."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import Client
+
+from loyaltysms.models import IdempotencyRecord, Tenant
+from loyaltysms.services import api_key_create
+from loyaltysms.tenancy.context import tenant_scope
+from programs.models import Member, Order
+from storefront.services import widget_get, widget_update
+
+from ..outage import cache_down
+from .conftest import Api, assert_problem
+
+# A slow refill, so that the few milliseconds between a test's requests refill nothing.
+SLOW = 0.2
+
+
+@pytest.fixture
+def limit(settings):
+    """Every brand may send 3 requests at once, then one every 5 seconds."""
+    settings.API_RATE_PER_SECOND = SLOW
+    settings.API_RATE_BURST = 3
+
+
+def order(api: Api, order_id: str, **headers):
+    body = {"order_id": order_id, "member": "cust", "subtotal": "10.00", "currency": "USD"}
+    return api.post("orders", body, **headers)
+
+
+def test_a_brand_over_its_limit_gets_429_with_retry_after_and_nothing_is_written(
+    limit, alice_api, alice_brand
+):
+    answers = [alice_api.get("program") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0"]
+    assert answers[0]["X-RateLimit-Limit"] == "3"
+
+    refused = order(alice_api, "o-1", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    body = assert_problem(refused, 429)
+    assert body["type"] == "urn:loyaltysms:problem:throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 5
+    assert refused["X-RateLimit-Remaining"] == "0"
+    with tenant_scope(alice_brand.tenant):
+        assert not Order.objects.exists()
+        assert not Member.objects.exists()
+        assert not IdempotencyRecord.objects.exists()
+
+
+def test_another_brand_at_the_same_moment_is_unaffected(limit, alice_api, charlie_api):
+    for _ in range(3):
+        alice_api.get("program")
+    assert alice_api.get("program").status_code == 429
+
+    answers = [charlie_api.get("program") for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert alice_api.get("program").status_code == 429  # and alice is still refused
+
+
+def test_all_of_a_brands_keys_share_its_limit(limit, alice_brand):
+    other_key = api_key_create(tenant=alice_brand.tenant, name="second store").raw_key
+    first, second = Api(alice_brand.api_key), Api(other_key)
+    statuses = [api.get("program").status_code for api in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_a_brand_given_more_by_staff_gets_more(limit, alice_api, alice_brand, charlie_api):
+    Tenant.objects.filter(pk=alice_brand.tenant.pk).update(api_rate_burst=6)
+
+    alice = [alice_api.get("program").status_code for _ in range(7)]
+    charlie = [charlie_api.get("program").status_code for _ in range(4)]
+
+    assert alice == [200] * 6 + [429]
+    assert charlie == [200] * 3 + [429]
+
+
+def test_the_rate_refills_the_bucket(settings, alice_api):
+    settings.API_RATE_PER_SECOND = 1000  # a request's worth every millisecond
+    settings.API_RATE_BURST = 1
+    assert alice_api.get("program").status_code == 200
+    # A request takes more than a millisecond: the next one finds the bucket refilled.
+    assert [alice_api.get("program").status_code for _ in range(5)] == [200] * 5
+
+
+def test_requests_without_a_valid_key_are_not_counted(limit, alice_api):
+    stranger = Api("lsk_nope_nope")
+    for _ in range(5):
+        assert_problem(stranger.get("program"), 401)
+    assert_problem(Client().get("/api/v1/program"), 401)
+    assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_the_widget_is_not_under_the_api_limit(limit, alice_api, alice_brand):
+    widget = widget_update(widget=widget_get(alice_brand.tenant), origins=[], enabled=True)
+    for _ in range(3):
+        alice_api.get("program")
+    assert alice_api.get("program").status_code == 429
+
+    response = Client().get(f"/widget/v1/{widget.publishable_key}/config")
+
+    assert response.status_code == 200, response.content
+    assert "X-RateLimit-Limit" not in response
+
+
+def test_the_api_answers_while_the_cache_is_down(limit, alice_api, alice_brand, caplog):
+    with caplog.at_level(logging.WARNING, logger="loyaltysms.throttling"), cache_down():
+        reads = [alice_api.get("program").status_code for _ in range(5)]
+        created = order(alice_api, "o-1")
+    assert reads == [200] * 5
+    assert created.status_code == 201, created.content
+    assert "X-RateLimit-Limit" not in created
+    assert "rate limit skipped: no cache" in caplog.messages
+
+
+def test_the_schema_documents_the_429(db):
+    schema = Client().get("/api/schema/?format=json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "429" in operation["responses"], (method, path)
+    refused = schema["paths"]["/api/v1/orders"]["post"]["responses"]["429"]
+    assert "Retry-After" in refused["headers"]
