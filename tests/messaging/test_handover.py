@@ -35,9 +35,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = {"delivered", "undelivered", "failed", "suppressed", "canceled", "expired"}
 # The dispatcher of test 1, in a process of its own: two lanes, as a Celery worker runs it.
+# The same settings as this process (whatever server they name), on the test database.
 DISPATCHER = """
+import os
 import django
 django.setup()
+from django.db import connections
+connections["default"].settings_dict["NAME"] = os.environ["DISPATCHER_DATABASE"]
 from messaging.services.dispatch import dispatch_due
 dispatch_due(concurrency=2)
 """
@@ -107,10 +111,9 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
         queue_texts(tenant, alice_sender, 200)
     redis_client(settings.REDIS_URL).delete(sandbox.RECEIPTS_KEY)
 
-    db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DISPATCHER_DATABASE": connection.settings_dict["NAME"],
         "DB_CONN_MAX_AGE": "0",
     }
     dispatcher = subprocess.Popen(
