@@ -46,7 +46,7 @@ def test_a_brand_over_its_limit_gets_429_with_retry_after_and_nothing_is_written
 
     body = assert_problem(refused, 429)
     assert body["type"] == "urn:loyaltysms:problem:throttled"
-    assert 1 <= int(refused["Retry-After"]) <= 5
+    assert int(refused["Retry-After"]) in range(1, 6)  # whole seconds, within the burst's refill
     assert refused["X-RateLimit-Remaining"] == "0"
     with tenant_scope(alice_brand.tenant):
         assert not Order.objects.exists()
@@ -117,7 +117,7 @@ def test_the_api_answers_while_the_cache_is_down(limit, alice_api, alice_brand, 
     assert reads == [200] * 5
     assert created.status_code == 201, created.content
     assert "X-RateLimit-Limit" not in created
-    assert "rate limit skipped: no cache" in caplog.messages
+    assert any(m.endswith(": no cache") for m in caplog.messages)  # the let-through is logged
 
 
 def test_the_schema_documents_the_429(db):
