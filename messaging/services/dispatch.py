@@ -722,9 +722,10 @@ async def _paced(
 
     async def mark(index: int, slot: float) -> None:
         # At the slot, before the send (the pacer then records the real send time): the texts
-        # due within MARK_AHEAD of now, so a sender that fell behind marks more at once.
+        # due within MARK_AHEAD of this one's slot — one at a time up to 100 texts/s, even when
+        # the sender is behind, so a crash strands at most that many marked and not sent.
         nonlocal marked_until
-        horizon = max(slot, time.time()) + MARK_AHEAD
+        horizon = slot + MARK_AHEAD
         upto = index + 1
         while upto < len(outgoing) and slots[upto] < horizon:
             upto += 1

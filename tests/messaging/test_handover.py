@@ -304,3 +304,27 @@ def test_the_pacer_counts_a_send_when_it_leaves_after_its_preparation():
         assert time.time() >= oldest + 1.01 - 0.005
 
     asyncio.run(scenario())
+
+
+def test_a_sender_behind_its_pace_still_marks_one_text_at_a_time(
+    alice_brand, alice_sender, monkeypatch
+):
+    """At 100 texts/s each commit marks one text, also once the sender has fallen behind (a
+    slow mark): a crash then strands at most one text marked and not yet sent per lane."""
+    tenant = alice_brand.tenant
+    alice_sender.mps = 100
+    alice_sender.save()
+    with tenant_scope(tenant):
+        queue_texts(tenant, alice_sender, 30)
+    groups = []
+    original_mark = handover.Marker.mark
+
+    def mark(self, texts):
+        groups.append(len(texts))
+        if len(groups) == 3:
+            time.sleep(0.2)  # a slow commit: the next ~20 slots are now past
+        original_mark(self, texts)
+
+    monkeypatch.setattr(handover.Marker, "mark", mark)
+    assert dispatch_due().sent == 30
+    assert sum(groups) == 30 and max(groups) == 1
