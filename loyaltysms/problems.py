@@ -111,6 +111,10 @@ def problem_exception_handler(exc, context):
     for header in ("WWW-Authenticate", "Retry-After", "Allow"):
         if header in response:
             problem_response[header] = response[header]
+    if isinstance(exc, exceptions.Throttled):
+        # Not written to the log by Django (a warning per 4xx): a client flooding past its
+        # limit would flood the log, and pay for the lines. The access log still has each.
+        problem_response._has_been_logged = True
     return problem_response
 
 

@@ -83,15 +83,23 @@ def invitation_by_token(token: str) -> Invitation | None:
     )
 
 
-def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, or None. Constant-time in the secret part."""
+def api_key_prefix(raw_key: str) -> str | None:
+    """The public part of a key (`<kind>_<prefix>_<secret>`), or None if it isn't one."""
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or not parts[1]:
+        return None
+    return parts[1]
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The active key matching `raw_key`, or None. Constant-time in the secret part."""
+    prefix = api_key_prefix(raw_key)
+    if prefix is None:
         return None
     # WARNING: unscoped: the key is what tells us the tenant.
     api_key = (
         ApiKey.objects.unscoped()
-        .filter(prefix=parts[1], revoked_at__isnull=True)
+        .filter(prefix=prefix, revoked_at__isnull=True)
         .select_related("tenant")
         .first()
     )

@@ -66,7 +66,9 @@ def api_key_create(*, tenant: Tenant, name: str, created_by: User | None = None)
 
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, revoked_by: User | None = None) -> ApiKey:
-    """Revoking is immediate and final; a revoked key answers 401 from the next request on."""
+    """Revoking is immediate and final; a revoked key is refused from the next request on
+    (401; a web process that knows it may answer 429 for up to KEY_MEMORY_SECONDS while its
+    brand is over the limit: loyaltysms.throttling)."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])

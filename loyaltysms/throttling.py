@@ -8,16 +8,21 @@ Kept apart from the views: DRF imports its DEFAULT_THROTTLE_CLASSES while
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from redis.commands.core import Script
 from redis.exceptions import RedisError
+from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
 from loyaltysms.models import ApiKey
+from loyaltysms.selectors import api_key_prefix
+from loyaltysms.services import hash_secret
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,60 @@ def api_rate_for(tenant) -> tuple[float, int]:
     return rate, burst
 
 
+def _draw(tenant_id: int, rate: float, burst: int) -> tuple[bool, int, float]:
+    """One request from the brand's bucket: (allowed, requests left, seconds to wait)."""
+    key = cache.make_and_validate_key(f"throttle:{BrandRateThrottle.scope}:{tenant_id}")
+    # Django's Redis cache has no public way to run a script; its client is the one with
+    # the timeouts that keep a dead or hung cache from holding the request.
+    client = cache._cache.get_client(key, write=True)
+    allowed, remaining, wait_us = _token_bucket(
+        keys=[key], args=[max(1, round(1_000_000 / rate)), burst], client=client
+    )
+    return bool(allowed), remaining, wait_us / 1_000_000
+
+
+# Keys this process authenticated lately: prefix → (key hash, brand, rate, burst, until when).
+# A brand over its limit is then refused before its key's row is read, so a flood of refused
+# requests costs the database nothing and the other brands' requests little. Requests let
+# through are authenticated from the database as always; only a refusal relies on this memory,
+# which follows a revoked key or a changed limit within KEY_MEMORY_SECONDS.
+KEY_MEMORY_SECONDS = 10.0
+KEY_MEMORY_SIZE = 10_000
+_known_keys: dict[str, tuple[str, int, float, int, float]] = {}
+
+
+def remember_key(api_key: ApiKey) -> None:
+    """Called once a key is authenticated from the database."""
+    if len(_known_keys) >= KEY_MEMORY_SIZE:
+        _known_keys.clear()
+    rate, burst = api_rate_for(api_key.tenant)
+    until = time.monotonic() + KEY_MEMORY_SECONDS
+    _known_keys[api_key.prefix] = (api_key.key_hash, api_key.tenant_id, rate, burst, until)
+
+
+def forget_keys() -> None:
+    _known_keys.clear()
+
+
+def refuse_over_limit(request, raw_key: str) -> None:
+    """Draw this request from its brand's bucket before authentication reads the key, when
+    this process knows the key's brand (above) and the secret matches: raises Throttled if the
+    bucket is empty; otherwise the throttle finds the request already counted."""
+    known = _known_keys.get(api_key_prefix(raw_key) or "")
+    if known is None:
+        return
+    key_hash, tenant_id, rate, burst, until = known
+    if time.monotonic() > until or not hmac.compare_digest(key_hash, hash_secret(raw_key)):
+        return
+    try:
+        allowed, remaining, wait = _draw(tenant_id, rate, burst)
+    except RedisError:
+        return  # the throttle decides, and lets it through while the cache is down
+    request.rate_limit = RateLimit(burst=burst, remaining=remaining)
+    if not allowed:
+        raise exceptions.Throttled(wait)
+
+
 class BrandRateThrottle(BaseThrottle):
     """The REST API's per-brand limit: every request made with any of a brand's API keys draws
     from one token bucket for the brand, refilled at API_RATE_PER_SECOND and holding at most
@@ -107,18 +166,14 @@ class BrandRateThrottle(BaseThrottle):
         api_key = request.auth
         if not isinstance(api_key, ApiKey):
             return True
+        if getattr(request, "rate_limit", None) is not None:
+            return True  # drawn already, before authentication (refuse_over_limit)
         rate, burst = api_rate_for(api_key.tenant)
-        key = cache.make_and_validate_key(f"throttle:{self.scope}:{api_key.tenant_id}")
-        # Django's Redis cache has no public way to run a script; its client is the one with
-        # the timeouts that keep a dead or hung cache from holding the request.
-        client = cache._cache.get_client(key, write=True)
-        allowed, remaining, wait_us = _token_bucket(
-            keys=[key], args=[max(1, round(1_000_000 / rate)), burst], client=client
-        )
+        allowed, remaining, wait = _draw(api_key.tenant_id, rate, burst)
         request.rate_limit = RateLimit(burst=burst, remaining=remaining)
         if allowed:
             return True
-        self.retry_after = wait_us / 1_000_000
+        self.retry_after = wait
         return False
 
     def wait(self) -> float | None:

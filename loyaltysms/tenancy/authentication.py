@@ -16,6 +16,7 @@ from rest_framework.permissions import BasePermission
 from loyaltysms.models import ApiKey
 from loyaltysms.selectors import api_key_authenticate
 from loyaltysms.tenancy.context import activate, current_tenant
+from loyaltysms.throttling import refuse_over_limit, remember_key
 
 # last_used_at is informative; writing it on every request would cost a row update each time.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -52,9 +53,13 @@ class ApiKeyAuthentication(BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid API key") from None
+        # A brand over its rate limit is refused here, before its key's row is read, when
+        # this process knows the key (loyaltysms.throttling).
+        refuse_over_limit(request, raw_key)
         api_key = api_key_authenticate(raw_key)
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key")
+        remember_key(api_key)
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.unscoped().filter(pk=api_key.pk).update(last_used_at=now)

@@ -9,9 +9,10 @@ import logging
 import pytest
 from django.test import Client
 
-from loyaltysms.models import IdempotencyRecord, Tenant
-from loyaltysms.services import api_key_create
+from loyaltysms.models import ApiKey, IdempotencyRecord, Tenant
+from loyaltysms.services import api_key_create, api_key_revoke
 from loyaltysms.tenancy.context import tenant_scope
+from loyaltysms.throttling import forget_keys
 from messaging.ratelimit import redis_client
 from programs.models import Member, Order
 from storefront.services import widget_get, widget_update
@@ -32,6 +33,7 @@ def limit(settings):
     client = redis_client(settings.REDIS_URL)
     for key in client.scan_iter(match="*throttle:api:*"):
         client.delete(key)
+    forget_keys()
 
 
 def order(api: Api, order_id: str, **headers):
@@ -57,6 +59,39 @@ def test_a_brand_over_its_limit_gets_429_with_retry_after_and_nothing_is_written
         assert not Order.objects.exists()
         assert not Member.objects.exists()
         assert not IdempotencyRecord.objects.exists()
+
+
+def test_a_refusal_costs_no_query_once_the_process_knows_the_key(
+    limit, alice_api, django_assert_num_queries, caplog
+):
+    """A flood past the limit is refused before the key's row is read (the process met the
+    key within KEY_MEMORY_SECONDS), and isn't written to the log request by request."""
+    assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 200]
+    with django_assert_num_queries(0), caplog.at_level(logging.WARNING, logger="django.request"):
+        refused = [order(alice_api, f"o-{n}") for n in range(20)]
+    assert {r.status_code for r in refused} == {429}
+    assert all(int(r["Retry-After"]) in range(1, 6) for r in refused)
+    assert {r["X-RateLimit-Remaining"] for r in refused} == {"0"}
+    assert_problem(refused[-1], 429)
+    assert not [r for r in caplog.records if r.name == "django.request"]
+
+
+def test_a_known_key_with_a_wrong_secret_draws_nothing(limit, alice_api, alice_brand):
+    assert alice_api.get("program").status_code == 200  # the process now knows the key
+    prefix = alice_brand.api_key.split("_")[1]
+    forged = Api(f"lsk_{prefix}_{'x' * 43}")
+    for _ in range(5):
+        assert_problem(forged.get("program"), 401)
+    assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_revoked_key_is_refused_at_once_though_the_process_knows_it(limit, alice_brand):
+    api = Api(alice_brand.api_key)
+    assert api.get("program").status_code == 200
+    with tenant_scope(alice_brand.tenant):
+        key = ApiKey.objects.get()
+    api_key_revoke(api_key=key)
+    assert_problem(api.get("program"), 401)
 
 
 def test_another_brand_at_the_same_moment_is_unaffected(limit, alice_api, charlie_api):
