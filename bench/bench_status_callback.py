@@ -36,8 +36,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import harness
@@ -150,18 +148,6 @@ def copy_plain(cursor, texts: list[tuple[int, str]]) -> float:
     return time.perf_counter() - began
 
 
-def server_cpu() -> float:
-    """CPU seconds so far of this process's children (gunicorn's master and workers)."""
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measured round")
@@ -172,22 +158,15 @@ def main() -> int:
     args = parser.parse_args()
 
     harness.setup_django(DB_NAME)
-    import psycopg2
     from django.conf import settings
     from django.db import connection
     from django.utils import timezone
 
-    from loyaltysms.services import tenant_create
     from messaging.services.setup import sender_connect_twilio
 
     load_start = os.getloadavg()
     with harness.bench_database(DB_NAME):
-        tenant = tenant_create(
-            slug="receipts",
-            name="Receipts",
-            owner_email="receipts@bench.test",
-            owner_password="bench-password-123",  # noqa: S106 - a throwaway database
-        ).tenant
+        tenant = harness.create_brand("receipts", "Receipts", "receipts@bench.test").tenant
         sender = sender_connect_twilio(
             tenant=tenant, account_sid=ACCOUNT, auth_token=TOKEN, from_number=FROM_NUMBER, mps=100
         )
@@ -214,14 +193,7 @@ def main() -> int:
         )
 
         # The baseline's own connection, outside Django, autocommit off: one transaction a batch.
-        db = settings.DATABASES["default"]
-        sql = psycopg2.connect(
-            dbname=DB_NAME,
-            host=db.get("HOST") or None,
-            port=db.get("PORT") or None,
-            user=db.get("USER") or None,
-            password=db.get("PASSWORD") or None,
-        )
+        sql = harness.connect(DB_NAME)
         used = 0  # texts are taken in order; each gets exactly one receipt
 
         def take(count: int) -> list[tuple[int, str]]:
@@ -243,11 +215,11 @@ def main() -> int:
 
             def webhook(seconds: float) -> harness.LoadResult:
                 nonlocal used, cpu_used
-                cpu_before = server_cpu()
+                cpu_before = harness.server_cpu()
                 result = harness.closed_loop(
                     port, receipt, clients=args.clients, seconds=seconds, start=used
                 )
-                cpu_used += server_cpu() - cpu_before
+                cpu_used += harness.server_cpu() - cpu_before
                 used += result.requests
                 return result
 

@@ -20,15 +20,12 @@ confirmation queued.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
 import socket
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -46,6 +43,7 @@ BARE = "/bench/bare-twiml"
 AREA_CODES = ("212", "415", "312", "713", "305", "206", "617", "404")
 FORM = "application/x-www-form-urlencoded"
 SAVEPOINT_ID = re.compile(r'"s\d+_x\d+"')
+TABLE = harness.LatencyTable(38, 7, 9, errors_label="non-2xx", rate=True)
 
 
 def phone(i: int) -> str:
@@ -169,17 +167,6 @@ class CpuMeter:
         self.client = self.server = self.database = self.busy = self.wall = 0.0
 
     @staticmethod
-    def _server_cpu() -> float:
-        total = 0.0
-        for child in psutil.Process().children(recursive=True):
-            try:
-                times = child.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    @staticmethod
     def _backends() -> dict[int, float]:
         """CPU so far of each backend connected to our database ("postgres: user db …"). A
         backend that exits within a phase (a connection past its max age) is not counted:
@@ -198,7 +185,7 @@ class CpuMeter:
     def __enter__(self):
         self._start = (
             time.process_time(),
-            self._server_cpu(),
+            harness.server_cpu(),
             self._backends(),
             psutil.cpu_times(),
             time.monotonic(),
@@ -209,11 +196,9 @@ class CpuMeter:
         client, server, backends, machine, wall = self._start
         now = psutil.cpu_times()
         self.client += time.process_time() - client
-        self.server += self._server_cpu() - server
+        self.server += harness.server_cpu() - server
         self.database += sum(cpu - backends.get(pid, 0.0) for pid, cpu in self._backends().items())
-        self.busy += (sum(now) - now.idle - now.iowait) - (
-            sum(machine) - machine.idle - machine.iowait
-        )
+        self.busy += harness.busy_seconds(now) - harness.busy_seconds(machine)
         self.wall += time.monotonic() - wall
 
 
@@ -388,90 +373,6 @@ def profile_in_process(sender, token: str, first: int, count: int, top: int) -> 
         print(f"  {own / profiled * 1000:7.2f} ms  {own / total:5.1%}  {key}")
 
 
-@dataclass
-class Paced:
-    result: harness.LoadResult
-    unsent: int  # not offered: the server had fallen too far behind
-
-
-def paced(
-    port: int,
-    make: harness.Request,
-    *,
-    rate: float,
-    seconds: float,
-    clients: int,
-    start: int = 0,
-    give_up: float = 10.0,
-) -> Paced:
-    """harness.open_loop, for a server that may not keep up: latency counts from when each
-    request was due (no coordinated omission), a failed request counts as an error instead
-    of killing its thread, and once the server is `give_up` seconds behind no more requests
-    are offered, so an overloaded run ends instead of queueing for minutes."""
-    total = int(rate * seconds)
-    began = time.perf_counter() + 0.2
-    lock = threading.Lock()
-    state = {"next": 0, "stopped": False}
-    latencies: list[float] = []
-    errors = [0]
-
-    def client():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        while True:
-            with lock:
-                i = state["next"]
-                due = began + i / rate
-                if i >= total or state["stopped"]:
-                    break
-                if time.perf_counter() - due > give_up:
-                    state["stopped"] = True
-                    break
-                state["next"] += 1
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            method, path, body, headers = make(start + i)
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                failed = response.status >= 300
-            except OSError:
-                failed = True
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = (time.perf_counter() - due) * 1000
-            with lock:
-                latencies.append(elapsed)
-                errors[0] += failed
-        conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    result = harness.LoadResult(len(latencies), time.perf_counter() - began, latencies, errors[0])
-    return Paced(result, total - state["next"])
-
-
-def row(name: str, result: harness.LoadResult) -> str:
-    p = result.percentile
-    return (
-        f"{name:<38}{p(50):7.1f}{p(95):9.1f}{p(99):9.1f}{max(result.latencies_ms):9.1f}"
-        f"{result.requests:8d}{result.rate:9.1f}{result.errors:8d}"
-    )
-
-
-def merged(results: list[harness.LoadResult]) -> harness.LoadResult:
-    return harness.LoadResult(
-        requests=sum(r.requests for r in results),
-        seconds=sum(r.seconds for r in results),
-        latencies_ms=[ms for r in results for ms in r.latencies_ms],
-        errors=sum(r.errors for r in results),
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s offered")
@@ -490,18 +391,12 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection
 
-    from loyaltysms.services import tenant_create
     from messaging.crypto import decrypt
     from messaging.services.setup import sender_default
 
     load = os.getloadavg()
     with harness.bench_database(DB_NAME):
-        tenant = tenant_create(
-            slug="bench",
-            name="Bench",
-            owner_email="bench@bench.test",
-            owner_password="bench-password-123",  # noqa: S106 - a throwaway database
-        ).tenant
+        tenant = harness.create_brand("bench", "Bench", "bench@bench.test").tenant
         sender = sender_default(tenant)  # the sandbox sender a new brand gets
         token = decrypt(sender.auth_token_encrypted)
         began = time.monotonic()
@@ -530,7 +425,9 @@ def main() -> int:
 
             def run(make, rate, seconds, clients=args.clients):
                 nonlocal sent
-                outcome = paced(port, make, rate=rate, seconds=seconds, clients=clients, start=sent)
+                outcome = harness.paced(
+                    port, make, rate=rate, seconds=seconds, clients=clients, start=sent
+                )
                 if make is real:
                     sent += outcome.result.requests
                 return outcome
@@ -563,7 +460,7 @@ def main() -> int:
             profile_in_process(sender, token, usable, args.profile, top=12)
         dropped = drop_wakeups(settings.REDIS_URL, workers | {os.getpid()})
 
-    bare_all, stop_all = merged(results["bare"]), merged(results["stop"])
+    bare_all, stop_all = harness.merged(results["bare"]), harness.merged(results["stop"])
     end_load = os.getloadavg()
     print(
         f"\nSTOP webhook vs bare view — {time.strftime('%Y-%m-%d %H:%M')}, nproc "
@@ -573,13 +470,13 @@ def main() -> int:
         f"{args.subscribers:,} subscribed numbers (bulk-created in {seeded:.1f} s); each STOP "
         f"from a new number; open loop, {args.clients} client threads"
     )
-    print(f"{'':<38}{'p50':>7}{'p95':>9}{'p99':>9}{'max':>9}{'sent':>8}{'req/s':>9}{'non-2xx':>8}")
+    print(TABLE.header())
     print(
         f"at {args.rate:.0f} req/s offered, {args.rounds} rounds x {args.seconds:.0f} s each, "
         "alternating (ms):"
     )
-    print(row(f"  bare view  {BARE}", bare_all))
-    print(row(f"  STOP       {INBOUND}", stop_all))
+    print(TABLE.row(f"  bare view  {BARE}", bare_all))
+    print(TABLE.row(f"  STOP       {INBOUND}", stop_all))
     ratio = "".join(
         f"{stop_all.percentile(p) / bare_all.percentile(p):{w}.1f}x"
         for p, w in ((50, 6), (95, 8), (99, 8))
@@ -594,8 +491,8 @@ def main() -> int:
             "(the p99 above is a lower bound)"
         )
     print(f"at {args.low_rate:.0f} req/s offered, {args.seconds:.0f} s (nearly idle, ms):")
-    print(row(f"  bare view  {BARE}", low["bare"]))
-    print(row(f"  STOP       {INBOUND}", low["stop"]))
+    print(TABLE.row(f"  bare view  {BARE}", low["bare"]))
+    print(TABLE.row(f"  STOP       {INBOUND}", low["stop"]))
     print(
         f"capacity, closed loop, 8 clients, 5 s: bare {capacity['bare']:.0f} req/s, "
         f"STOP {capacity['stop']:.0f} req/s"
