@@ -122,7 +122,9 @@ def remember_key(api_key: ApiKey) -> None:
 
 
 def forget_keys() -> None:
+    """Drop what this process remembers of keys and refusals."""
     _known_keys.clear()
+    _refusals.clear()
 
 
 def refuse_over_limit(request, raw_key: str) -> None:
@@ -141,7 +143,30 @@ def refuse_over_limit(request, raw_key: str) -> None:
         return  # the throttle decides, and lets it through while the cache is down
     request.rate_limit = RateLimit(burst=burst, remaining=remaining)
     if not allowed:
+        note_refusal(tenant_id)
         raise exceptions.Throttled(wait)
+
+
+# Refusals are not logged one by one (a flood would flood the log): the first of a brand's in
+# this process, then how many each REFUSALS_LOG_SECONDS while they go on.
+REFUSALS_LOG_SECONDS = 60.0
+_refusals: dict[int, list] = {}  # brand → [refused since the last line, when that line was]
+
+
+def note_refusal(tenant_id: int) -> None:
+    now = time.monotonic()
+    seen = _refusals.get(tenant_id)
+    if seen is None or now - seen[1] >= REFUSALS_LOG_SECONDS:
+        if len(_refusals) >= KEY_MEMORY_SIZE:
+            _refusals.clear()
+        refused = 1 if seen is None else seen[0] + 1
+        _refusals[tenant_id] = [0, now]
+        logger.warning(
+            "brand over its API rate limit",
+            extra={"tenant_id": tenant_id, "refused": refused},
+        )
+    else:
+        seen[0] += 1
 
 
 class BrandRateThrottle(BaseThrottle):
@@ -173,6 +198,7 @@ class BrandRateThrottle(BaseThrottle):
         request.rate_limit = RateLimit(burst=burst, remaining=remaining)
         if allowed:
             return True
+        note_refusal(api_key.tenant_id)
         self.retry_after = wait
         return False
 

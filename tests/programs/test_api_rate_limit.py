@@ -5,10 +5,12 @@ answering while the Redis cache that counts is down."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from django.test import Client
 
+from loyaltysms import throttling
 from loyaltysms.models import ApiKey, IdempotencyRecord, Tenant
 from loyaltysms.services import api_key_create, api_key_revoke
 from loyaltysms.tenancy.context import tenant_scope
@@ -62,18 +64,33 @@ def test_a_brand_over_its_limit_gets_429_with_retry_after_and_nothing_is_written
 
 
 def test_a_refusal_costs_no_query_once_the_process_knows_the_key(
-    limit, alice_api, django_assert_num_queries, caplog
+    limit, alice_api, alice_brand, django_assert_num_queries, caplog
 ):
     """A flood past the limit is refused before the key's row is read (the process met the
     key within KEY_MEMORY_SECONDS), and isn't written to the log request by request."""
     assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 200]
-    with django_assert_num_queries(0), caplog.at_level(logging.WARNING, logger="django.request"):
+    with django_assert_num_queries(0), caplog.at_level(logging.WARNING):
         refused = [order(alice_api, f"o-{n}") for n in range(20)]
     assert {r.status_code for r in refused} == {429}
     assert all(int(r["Retry-After"]) in range(1, 6) for r in refused)
     assert {r["X-RateLimit-Remaining"] for r in refused} == {"0"}
     assert_problem(refused[-1], 429)
     assert not [r for r in caplog.records if r.name == "django.request"]
+    # One line for the brand's first refusal, then one a minute with the count.
+    noted = [r for r in caplog.records if r.getMessage() == "brand over its API rate limit"]
+    assert [(r.tenant_id, r.refused) for r in noted] == [(alice_brand.tenant.pk, 1)]
+
+
+def test_refusals_are_logged_as_a_count_per_brand(limit, alice_api, monkeypatch, caplog):
+    monkeypatch.setattr(throttling, "REFUSALS_LOG_SECONDS", 0.5)
+    for _ in range(3):
+        alice_api.get("program")
+    with caplog.at_level(logging.WARNING, logger="loyaltysms.throttling"):
+        for _ in range(5):
+            assert alice_api.get("program").status_code == 429
+        time.sleep(0.6)
+        assert alice_api.get("program").status_code == 429
+    assert [r.refused for r in caplog.records] == [1, 5]  # the first; then the 4 + 1 since
 
 
 def test_a_known_key_with_a_wrong_secret_draws_nothing(limit, alice_api, alice_brand):
