@@ -111,9 +111,11 @@ def problem_exception_handler(exc, context):
     for header in ("WWW-Authenticate", "Retry-After", "Allow"):
         if header in response:
             problem_response[header] = response[header]
-    if isinstance(exc, exceptions.Throttled):
-        # Not written to the log by Django (a warning per 4xx): a client flooding past its
-        # limit would flood the log, and pay for the lines. The access log still has each.
+    rate_limit = getattr(context.get("request"), "rate_limit", None)
+    if rate_limit is not None and rate_limit.refused:
+        # A refusal by the brand's API rate limit is not written to the log by Django (a
+        # warning per 4xx): a brand flooding past its limit would flood the log, and pay for
+        # the lines. loyaltysms.throttling logs a count per brand; the access log has each.
         problem_response._has_been_logged = True
     return problem_response
 

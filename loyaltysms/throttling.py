@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -50,7 +51,8 @@ def let_through_while_cache_down(allow_request):
 # "theoretical arrival time" of its next request, in microseconds of Redis's own clock (so web
 # servers' clocks don't matter). Atomic and one round trip, however many workers count at once.
 # KEYS[1]: the brand's bucket. ARGV[1]: microseconds between requests at the sustained rate;
-# ARGV[2]: the burst (requests a full bucket lets through at once).
+# ARGV[2]: the burst (requests a full bucket lets through at once); ARGV[3]: 1 to take one
+# request from the bucket, 0 only to look whether it could.
 # Returns {allowed (1/0), requests left now, microseconds until the next one is allowed}.
 TOKEN_BUCKET = b"""
 local now_parts = redis.call('TIME')
@@ -65,6 +67,9 @@ local next_tat = tat + interval
 local allow_at = next_tat - interval * burst
 if now < allow_at then
     return {0, 0, allow_at - now}
+end
+if ARGV[3] == '0' then
+    return {1, math.floor((now - allow_at) / interval) + 1, 0}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX',
            math.ceil((next_tat - now) / 1000))
@@ -81,6 +86,7 @@ class RateLimit:
 
     burst: int
     remaining: int
+    refused: bool = False
 
 
 def api_rate_for(tenant) -> tuple[float, int]:
@@ -90,23 +96,25 @@ def api_rate_for(tenant) -> tuple[float, int]:
     return rate, burst
 
 
-def _draw(tenant_id: int, rate: float, burst: int) -> tuple[bool, int, float]:
-    """One request from the brand's bucket: (allowed, requests left, seconds to wait)."""
+def _draw(tenant_id: int, rate: float, burst: int, *, take: bool = True) -> tuple[bool, int, float]:
+    """One request from the brand's bucket, or (take=False) only whether there is one:
+    (allowed, requests left, seconds to wait)."""
     key = cache.make_and_validate_key(f"throttle:{BrandRateThrottle.scope}:{tenant_id}")
     # Django's Redis cache has no public way to run a script; its client is the one with
     # the timeouts that keep a dead or hung cache from holding the request.
     client = cache._cache.get_client(key, write=True)
     allowed, remaining, wait_us = _token_bucket(
-        keys=[key], args=[max(1, round(1_000_000 / rate)), burst], client=client
+        keys=[key], args=[max(1, round(1_000_000 / rate)), burst, int(take)], client=client
     )
     return bool(allowed), remaining, wait_us / 1_000_000
 
 
 # Keys this process authenticated lately: prefix → (key hash, brand, rate, burst, until when).
 # A brand over its limit is then refused before its key's row is read, so a flood of refused
-# requests costs the database nothing and the other brands' requests little. Requests let
-# through are authenticated from the database as always; only a refusal relies on this memory,
-# which follows a revoked key or a changed limit within KEY_MEMORY_SECONDS.
+# requests costs the database nothing and the other brands' requests little. Nothing is taken
+# from a bucket before the key is authenticated from the database, as always; only a refusal
+# relies on this memory, which follows a revoked key or a changed limit within
+# KEY_MEMORY_SECONDS.
 KEY_MEMORY_SECONDS = 10.0
 KEY_MEMORY_SIZE = 10_000
 _known_keys: dict[str, tuple[str, int, float, int, float]] = {}
@@ -128,9 +136,9 @@ def forget_keys() -> None:
 
 
 def refuse_over_limit(request, raw_key: str) -> None:
-    """Draw this request from its brand's bucket before authentication reads the key, when
-    this process knows the key's brand (above) and the secret matches: raises Throttled if the
-    bucket is empty; otherwise the throttle finds the request already counted."""
+    """Before authentication reads the key: when this process knows the key's brand (above)
+    and the secret matches, raise Throttled if the brand's bucket is empty. Takes nothing from
+    it (the throttle does, once the key is authenticated)."""
     known = _known_keys.get(api_key_prefix(raw_key) or "")
     if known is None:
         return
@@ -138,35 +146,45 @@ def refuse_over_limit(request, raw_key: str) -> None:
     if time.monotonic() > until or not hmac.compare_digest(key_hash, hash_secret(raw_key)):
         return
     try:
-        allowed, remaining, wait = _draw(tenant_id, rate, burst)
-    except RedisError:
-        return  # the throttle decides, and lets it through while the cache is down
-    request.rate_limit = RateLimit(burst=burst, remaining=remaining)
+        allowed, _, wait = _draw(tenant_id, rate, burst, take=False)
+    except RedisError as exc:
+        # Let through, as the throttle would; it isn't asked again (one cache timeout a
+        # request while the cache hangs, not two).
+        logger.warning(
+            "rate limit skipped: no cache",
+            extra={"throttle": BrandRateThrottle.__name__, "error": str(exc)},
+        )
+        request.rate_limit_skipped = True
+        return
     if not allowed:
+        request.rate_limit = RateLimit(burst=burst, remaining=0, refused=True)
         note_refusal(tenant_id)
         raise exceptions.Throttled(wait)
 
 
-# Refusals are not logged one by one (a flood would flood the log): the first of a brand's in
-# this process, then how many each REFUSALS_LOG_SECONDS while they go on.
+# Refusals are not logged one by one (a flood would flood the log): a brand's first in this
+# process, then, at its next refusal REFUSALS_LOG_SECONDS or more after a line, how many since
+# that line and over how long.
 REFUSALS_LOG_SECONDS = 60.0
 _refusals: dict[int, list] = {}  # brand → [refused since the last line, when that line was]
+_refusals_lock = threading.Lock()
 
 
 def note_refusal(tenant_id: int) -> None:
     now = time.monotonic()
-    seen = _refusals.get(tenant_id)
-    if seen is None or now - seen[1] >= REFUSALS_LOG_SECONDS:
+    with _refusals_lock:
+        seen = _refusals.get(tenant_id)
+        if seen is not None and now - seen[1] < REFUSALS_LOG_SECONDS:
+            seen[0] += 1
+            return
         if len(_refusals) >= KEY_MEMORY_SIZE:
             _refusals.clear()
-        refused = 1 if seen is None else seen[0] + 1
         _refusals[tenant_id] = [0, now]
-        logger.warning(
-            "brand over its API rate limit",
-            extra={"tenant_id": tenant_id, "refused": refused},
-        )
-    else:
-        seen[0] += 1
+    refused, seconds = (1, 0.0) if seen is None else (seen[0] + 1, now - seen[1])
+    logger.warning(
+        "brand over its API rate limit",
+        extra={"tenant": tenant_id, "refused": refused, "seconds": round(seconds)},
+    )
 
 
 class BrandRateThrottle(BaseThrottle):
@@ -191,11 +209,11 @@ class BrandRateThrottle(BaseThrottle):
         api_key = request.auth
         if not isinstance(api_key, ApiKey):
             return True
-        if getattr(request, "rate_limit", None) is not None:
-            return True  # drawn already, before authentication (refuse_over_limit)
+        if getattr(request, "rate_limit_skipped", False):
+            return True  # the cache failed already, before authentication (refuse_over_limit)
         rate, burst = api_rate_for(api_key.tenant)
         allowed, remaining, wait = _draw(api_key.tenant_id, rate, burst)
-        request.rate_limit = RateLimit(burst=burst, remaining=remaining)
+        request.rate_limit = RateLimit(burst=burst, remaining=remaining, refused=not allowed)
         if allowed:
             return True
         note_refusal(api_key.tenant_id)

@@ -33,7 +33,7 @@ class IdempotentPostMixin:
 
 class RateLimitHeadersMixin:
     """X-RateLimit-Limit / -Remaining on every answer the brand's rate limit counted (the
-    429s included), from what loyaltysms.throttling.BrandRateThrottle learnt."""
+    429s included), from what the brand's rate limit learnt (loyaltysms.throttling)."""
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

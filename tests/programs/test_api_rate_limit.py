@@ -78,7 +78,7 @@ def test_a_refusal_costs_no_query_once_the_process_knows_the_key(
     assert not [r for r in caplog.records if r.name == "django.request"]
     # One line for the brand's first refusal, then one a minute with the count.
     noted = [r for r in caplog.records if r.getMessage() == "brand over its API rate limit"]
-    assert [(r.tenant_id, r.refused) for r in noted] == [(alice_brand.tenant.pk, 1)]
+    assert [(r.tenant, r.refused) for r in noted] == [(alice_brand.tenant.pk, 1)]
 
 
 def test_refusals_are_logged_as_a_count_per_brand(limit, alice_api, monkeypatch, caplog):
@@ -91,6 +91,7 @@ def test_refusals_are_logged_as_a_count_per_brand(limit, alice_api, monkeypatch,
         time.sleep(0.6)
         assert alice_api.get("program").status_code == 429
     assert [r.refused for r in caplog.records] == [1, 5]  # the first; then the 4 + 1 since
+    assert caplog.records[0].seconds == 0 and caplog.records[1].seconds >= 1  # over ≥ 0.6 s
 
 
 def test_a_known_key_with_a_wrong_secret_draws_nothing(limit, alice_api, alice_brand):
@@ -102,13 +103,36 @@ def test_a_known_key_with_a_wrong_secret_draws_nothing(limit, alice_api, alice_b
     assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_a_revoked_key_is_refused_at_once_though_the_process_knows_it(limit, alice_brand):
-    api = Api(alice_brand.api_key)
-    assert api.get("program").status_code == 200
+def test_a_revoked_key_is_refused_at_once_and_draws_nothing(limit, alice_api, alice_brand):
+    assert alice_api.get("program").status_code == 200  # the process now knows the key
     with tenant_scope(alice_brand.tenant):
-        key = ApiKey.objects.get()
-    api_key_revoke(api_key=key)
-    assert_problem(api.get("program"), 401)
+        api_key_revoke(api_key=ApiKey.objects.get())
+    for _ in range(5):
+        refused = alice_api.get("program")
+        assert_problem(refused, 401)
+        assert "X-RateLimit-Remaining" not in refused
+    other = Api(api_key_create(tenant=alice_brand.tenant, name="second store").raw_key)
+    assert [other.get("program").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_known_key_asks_the_dead_cache_once_a_request(limit, alice_api, monkeypatch, caplog):
+    """Before authentication and in the throttle: with the cache down, the first failure
+    lets the request through, and the throttle doesn't wait for the cache a second time."""
+    assert alice_api.get("program").status_code == 200  # the process now knows the key
+    asked = []
+    draw = throttling._draw
+
+    def counted(*args, **kwargs):
+        asked.append(kwargs.get("take", True))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(throttling, "_draw", counted)
+    with caplog.at_level(logging.WARNING, logger="loyaltysms.throttling"), cache_down():
+        assert [alice_api.get("program").status_code for _ in range(3)] == [200] * 3
+    assert asked == [False] * 3  # the look before authentication, never the throttle after
+    assert [m for m in caplog.messages if m.endswith(": no cache")] == [
+        "rate limit skipped: no cache"
+    ] * 3
 
 
 def test_another_brand_at_the_same_moment_is_unaffected(limit, alice_api, charlie_api):

@@ -5,6 +5,7 @@ disclosure as evidence, a signed customer's points and redemptions only, rate li
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -254,17 +255,20 @@ def test_another_brands_members_and_rewards_are_out_of_reach(widget, store, char
     assert_problem(redeem, 404)
 
 
-def test_sign_ups_are_rate_limited_per_visitor(store, alice_brand):
+def test_sign_ups_are_rate_limited_per_visitor(store, alice_brand, caplog):
     cache.clear()
     version = messaging_settings_get(alice_brand.tenant).disclosure_version
-    answers = [
-        store.post(
-            "widget_subscribe",
-            {"phone": f"+1212555{n:04d}", "consent": True, "disclosure_version": version},
-        ).status_code
-        for n in range(11)
-    ]
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        answers = [
+            store.post(
+                "widget_subscribe",
+                {"phone": f"+1212555{n:04d}", "consent": True, "disclosure_version": version},
+            ).status_code
+            for n in range(11)
+        ]
     assert answers == [202] * 10 + [429]
+    # Logged as any 4xx is (only the REST API's brand limit logs a count instead).
+    assert [r.status_code for r in caplog.records if r.name == "django.request"] == [429]
 
 
 def test_the_script_is_served_for_any_store(client):
