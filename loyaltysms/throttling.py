@@ -110,8 +110,9 @@ def _draw(tenant_id: int, rate: float, burst: int, *, take: bool = True) -> tupl
 
 
 # Keys this process authenticated lately: prefix → (key hash, brand, rate, burst, until when).
-# A brand over its limit is then refused before its key's row is read, so a flood of refused
-# requests costs the database nothing and the other brands' requests little. Nothing is taken
+# A brand this process refused lately is then refused before its key's row is read while it
+# stays over its limit, so a flood of refused requests costs the database nothing and the
+# other brands' requests little (a brand under its limit pays nothing more). Nothing is taken
 # from a bucket before the key is authenticated from the database, as always; only a refusal
 # relies on this memory, which follows a revoked key or a changed limit within
 # KEY_MEMORY_SECONDS.
@@ -133,17 +134,22 @@ def forget_keys() -> None:
     """Drop what this process remembers of keys and refusals."""
     _known_keys.clear()
     _refusals.clear()
+    _refused_at.clear()
 
 
 def refuse_over_limit(request, raw_key: str) -> None:
-    """Before authentication reads the key: when this process knows the key's brand (above)
-    and the secret matches, raise Throttled if the brand's bucket is empty. Takes nothing from
-    it (the throttle does, once the key is authenticated)."""
+    """Before authentication reads the key: when this process knows the key's brand (above),
+    refused it in the last KEY_MEMORY_SECONDS and the secret matches, raise Throttled if the
+    brand's bucket is still empty. Takes nothing from it (the throttle does, once the key is
+    authenticated)."""
     known = _known_keys.get(api_key_prefix(raw_key) or "")
     if known is None:
         return
     key_hash, tenant_id, rate, burst, until = known
-    if time.monotonic() > until or not hmac.compare_digest(key_hash, hash_secret(raw_key)):
+    now = time.monotonic()
+    if now > until or now - _refused_at.get(tenant_id, -KEY_MEMORY_SECONDS) > KEY_MEMORY_SECONDS:
+        return
+    if not hmac.compare_digest(key_hash, hash_secret(raw_key)):
         return
     try:
         allowed, _, wait = _draw(tenant_id, rate, burst, take=False)
@@ -168,10 +174,12 @@ def refuse_over_limit(request, raw_key: str) -> None:
 REFUSALS_LOG_SECONDS = 60.0
 _refusals: dict[int, list] = {}  # brand → [refused since the last line, when that line was]
 _refusals_lock = threading.Lock()
+_refused_at: dict[int, float] = {}  # brand → when this process last refused it
 
 
 def note_refusal(tenant_id: int) -> None:
     now = time.monotonic()
+    _refused_at[tenant_id] = now
     with _refusals_lock:
         seen = _refusals.get(tenant_id)
         if seen is not None and now - seen[1] < REFUSALS_LOG_SECONDS:
@@ -179,6 +187,7 @@ def note_refusal(tenant_id: int) -> None:
             return
         if len(_refusals) >= KEY_MEMORY_SIZE:
             _refusals.clear()
+            _refused_at.clear()
         _refusals[tenant_id] = [0, now]
     refused, seconds = (1, 0.0) if seen is None else (seen[0] + 1, now - seen[1])
     logger.warning(

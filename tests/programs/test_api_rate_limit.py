@@ -67,10 +67,13 @@ def test_a_refusal_costs_no_query_once_the_process_knows_the_key(
     limit, alice_api, alice_brand, django_assert_num_queries, caplog
 ):
     """A flood past the limit is refused before the key's row is read (the process met the
-    key within KEY_MEMORY_SECONDS), and isn't written to the log request by request."""
-    assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 200]
-    with django_assert_num_queries(0), caplog.at_level(logging.WARNING):
-        refused = [order(alice_api, f"o-{n}") for n in range(20)]
+    key and refused its brand within KEY_MEMORY_SECONDS), and isn't written to the log
+    request by request."""
+    with caplog.at_level(logging.WARNING):
+        answers = [alice_api.get("program").status_code for _ in range(4)]
+        assert answers == [200, 200, 200, 429]  # the first refusal reads the key as usual
+        with django_assert_num_queries(0):
+            refused = [order(alice_api, f"o-{n}") for n in range(20)]
     assert {r.status_code for r in refused} == {429}
     assert all(int(r["Retry-After"]) in range(1, 6) for r in refused)
     assert {r["X-RateLimit-Remaining"] for r in refused} == {"0"}
@@ -94,13 +97,26 @@ def test_refusals_are_logged_as_a_count_per_brand(limit, alice_api, monkeypatch,
     assert caplog.records[0].seconds == 0 and caplog.records[1].seconds >= 1  # over ≥ 0.6 s
 
 
-def test_a_known_key_with_a_wrong_secret_draws_nothing(limit, alice_api, alice_brand):
-    assert alice_api.get("program").status_code == 200  # the process now knows the key
+def test_a_known_key_with_a_wrong_secret_is_not_taken_for_it(limit, alice_api, alice_brand):
+    answers = [alice_api.get("program").status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]  # the process knows the key, its brand is over
     prefix = alice_brand.api_key.split("_")[1]
     forged = Api(f"lsk_{prefix}_{'x' * 43}")
     for _ in range(5):
-        assert_problem(forged.get("program"), 401)
-    assert [alice_api.get("program").status_code for _ in range(3)] == [200, 200, 429]
+        assert_problem(forged.get("program"), 401)  # not the brand's 429: not its key
+
+
+def test_a_brand_under_its_limit_asks_the_cache_once_a_request(limit, alice_api, monkeypatch):
+    asked = []
+    draw = throttling._draw
+
+    def counted(*args, **kwargs):
+        asked.append(kwargs.get("take", True))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(throttling, "_draw", counted)
+    assert [alice_api.get("program").status_code for _ in range(3)] == [200] * 3
+    assert asked == [True] * 3  # the throttle's draw only: no look before authentication
 
 
 def test_a_revoked_key_is_refused_at_once_and_draws_nothing(limit, alice_api, alice_brand):
@@ -116,9 +132,10 @@ def test_a_revoked_key_is_refused_at_once_and_draws_nothing(limit, alice_api, al
 
 
 def test_a_known_key_asks_the_dead_cache_once_a_request(limit, alice_api, monkeypatch, caplog):
-    """Before authentication and in the throttle: with the cache down, the first failure
-    lets the request through, and the throttle doesn't wait for the cache a second time."""
-    assert alice_api.get("program").status_code == 200  # the process now knows the key
+    """A brand refused lately is looked up before authentication; with the cache down, that
+    failure lets the request through, and the throttle doesn't wait for the cache again."""
+    answers = [alice_api.get("program").status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]  # the process now knows the key and the refusal
     asked = []
     draw = throttling._draw
 
