@@ -53,7 +53,9 @@ AREA_CODES = ("212", "415", "312", "713", "305", "206", "617", "404")
 
 
 def phone(i: int) -> str:
-    return f"+1{AREA_CODES[i % len(AREA_CODES)]}555{i // len(AREA_CODES):04d}"
+    """Numbers from 555-2000 up: clear of 555-01xx, where the phone simulator's numbers are
+    (the gate suppresses those for a real carrier, so they would never be sent)."""
+    return f"+1{AREA_CODES[i % len(AREA_CODES)]}555{2000 + i // len(AREA_CODES):04d}"
 
 
 # --- helper process: the fake carrier --------------------------------------------------------
