@@ -38,6 +38,20 @@ def limit(settings):
     forget_keys()
 
 
+@pytest.fixture
+def asked(monkeypatch) -> list[bool]:
+    """Each question to the brand's bucket from here on: True a draw, False only a look."""
+    questions = []
+    draw = throttling._draw
+
+    def counted(*args, **kwargs):
+        questions.append(kwargs.get("take", True))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(throttling, "_draw", counted)
+    return questions
+
+
 def order(api: Api, order_id: str, **headers):
     body = {"order_id": order_id, "member": "cust", "subtotal": "10.00", "currency": "USD"}
     return api.post("orders", body, **headers)
@@ -106,15 +120,7 @@ def test_a_known_key_with_a_wrong_secret_is_not_taken_for_it(limit, alice_api, a
         assert_problem(forged.get("program"), 401)  # not the brand's 429: not its key
 
 
-def test_a_brand_under_its_limit_asks_the_cache_once_a_request(limit, alice_api, monkeypatch):
-    asked = []
-    draw = throttling._draw
-
-    def counted(*args, **kwargs):
-        asked.append(kwargs.get("take", True))
-        return draw(*args, **kwargs)
-
-    monkeypatch.setattr(throttling, "_draw", counted)
+def test_a_brand_under_its_limit_asks_the_cache_once_a_request(limit, alice_api, asked):
     assert [alice_api.get("program").status_code for _ in range(3)] == [200] * 3
     assert asked == [True] * 3  # the throttle's draw only: no look before authentication
 
@@ -131,19 +137,12 @@ def test_a_revoked_key_is_refused_at_once_and_draws_nothing(limit, alice_api, al
     assert [other.get("program").status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_a_known_key_asks_the_dead_cache_once_a_request(limit, alice_api, monkeypatch, caplog):
+def test_a_known_key_asks_the_dead_cache_once_a_request(limit, alice_api, caplog, asked):
     """A brand refused lately is looked up before authentication; with the cache down, that
     failure lets the request through, and the throttle doesn't wait for the cache again."""
     answers = [alice_api.get("program").status_code for _ in range(4)]
     assert answers == [200, 200, 200, 429]  # the process now knows the key and the refusal
-    asked = []
-    draw = throttling._draw
-
-    def counted(*args, **kwargs):
-        asked.append(kwargs.get("take", True))
-        return draw(*args, **kwargs)
-
-    monkeypatch.setattr(throttling, "_draw", counted)
+    asked.clear()
     with caplog.at_level(logging.WARNING, logger="loyaltysms.throttling"), cache_down():
         assert [alice_api.get("program").status_code for _ in range(3)] == [200] * 3
     assert asked == [False] * 3  # the look before authentication, never the throttle after
