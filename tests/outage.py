@@ -12,12 +12,7 @@ from django.test import override_settings
 
 from loyaltysms import celery_app
 
-from .redis_server import free_port
-
-
-def closed_port() -> int:
-    """A port nothing listens on."""
-    return free_port()
+from .redis_server import free_port as closed_port  # a port nothing listens on
 
 
 def _forget_broker_connections() -> None:

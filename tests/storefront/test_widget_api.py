@@ -45,6 +45,11 @@ class Store:
             self.url(name), json.dumps(body), content_type="application/json", headers=self.headers
         )
 
+    def sign_up(self, phone: str, disclosure_version: int) -> int:
+        """An SMS sign-up with consent to this disclosure; the answer's status code."""
+        body = {"phone": phone, "consent": True, "disclosure_version": disclosure_version}
+        return self.post("widget_subscribe", body).status_code
+
 
 @pytest.fixture
 def widget(alice_brand):
@@ -259,13 +264,7 @@ def test_sign_ups_are_rate_limited_per_visitor(store, alice_brand, caplog):
     cache.clear()
     version = messaging_settings_get(alice_brand.tenant).disclosure_version
     with caplog.at_level(logging.WARNING, logger="django.request"):
-        answers = [
-            store.post(
-                "widget_subscribe",
-                {"phone": f"+1212555{n:04d}", "consent": True, "disclosure_version": version},
-            ).status_code
-            for n in range(11)
-        ]
+        answers = [store.sign_up(f"+1212555{n:04d}", version) for n in range(11)]
     assert answers == [202] * 10 + [429]
     # Logged as any 4xx is (only the REST API's brand limit logs a count instead).
     assert [r.status_code for r in caplog.records if r.name == "django.request"] == [429]
@@ -328,13 +327,7 @@ def test_a_brands_sign_ups_are_capped_per_hour(store, alice_brand, settings):
     cache.clear()
     settings.WIDGET_SIGNUPS_PER_HOUR = 3
     version = messaging_settings_get(alice_brand.tenant).disclosure_version
-    answers = [
-        store.post(
-            "widget_subscribe",
-            {"phone": f"+1212555014{n}", "consent": True, "disclosure_version": version},
-        ).status_code
-        for n in range(4)
-    ]
+    answers = [store.sign_up(f"+1212555014{n}", version) for n in range(4)]
     assert answers == [202, 202, 202, 429]
 
 
